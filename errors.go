@@ -1,0 +1,69 @@
+package reqpool
+
+import (
+	"errors"
+	"fmt"
+	"runtime/debug"
+)
+
+// Sentinel errors. Fanout and New wrap them with detail; test with errors.Is.
+var (
+	// ErrQueueFull is returned by Fanout when its queries do not all fit into
+	// the free workers plus the free queue space. The Fanout is rejected as a
+	// whole: none of its queries runs. It is an overload answer: retry later.
+	ErrQueueFull = errors.New("reqpool: queue full")
+
+	// ErrTooManyTasks is returned by Fanout when it is given more queries than
+	// Config.MaxFanout. None of them runs. It is a programming error, not load.
+	ErrTooManyTasks = errors.New("reqpool: too many queries in one Fanout")
+
+	// ErrClosed is returned by Fanout once Shutdown has been called.
+	ErrClosed = errors.New("reqpool: pool closed")
+
+	// ErrNoHandle is returned by Fanout when its context carries no handle:
+	// the request did not pass through Middleware and the context did not come
+	// from Pool.NewContext. There is no process-wide default pool, on purpose:
+	// a hidden pool would be a second, unconfigured bound.
+	ErrNoHandle = errors.New("reqpool: context has no handle (use Middleware or Pool.NewContext)")
+
+	// ErrInvalidConfig is returned by New for a Config it cannot honour.
+	ErrInvalidConfig = errors.New("reqpool: invalid config")
+)
+
+// QueryError is the error Fanout returns when one of its queries fails: the
+// first failure, which also cancelled the others. Index is the query's
+// position in the Fanout call. Err is what the query returned, unchanged, so
+// errors.Is and errors.As reach it (a *pq.Error, sql.ErrNoRows, a *PanicError).
+type QueryError struct {
+	Index int
+	Err   error
+}
+
+func (e *QueryError) Error() string { return fmt.Sprintf("reqpool: query %d: %v", e.Index, e.Err) }
+
+// Unwrap returns the query's own error.
+func (e *QueryError) Unwrap() error { return e.Err }
+
+// PanicError is what a query that panicked returns instead: the process keeps
+// running and Fanout reports it like any other failure, wrapped in a
+// *QueryError.
+type PanicError struct {
+	Value any    // the value passed to panic
+	Stack []byte // the panicking goroutine's stack, from runtime/debug.Stack
+}
+
+func newPanicError(v any) *PanicError { return &PanicError{Value: v, Stack: debug.Stack()} }
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v\n\n%s", e.Value, e.Stack) }
+
+// Unwrap returns the panic value when it is an error, so that
+// errors.Is(err, http.ErrAbortHandler) and the like keep working.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+// errGoexit stands in for the result of a query that called runtime.Goexit
+// (t.FailNow in a test, for instance): it never returned, yet its slot must
+// be freed and its Fanout must end.
+var errGoexit = errors.New("reqpool: query called runtime.Goexit")

@@ -1,0 +1,70 @@
+package reqpool
+
+import (
+	"net/http"
+
+	"github.com/google/uuid"
+)
+
+// RequestIDHeader is the header Middleware reads the request id from and
+// echoes it in.
+const RequestIDHeader = "X-Request-ID"
+
+// maxRequestIDLen is the longest X-Request-ID accepted as the request id.
+const maxRequestIDLen = 64
+
+// Middleware returns a middleware that gives each request a handle onto p,
+// bound to the request's context, so that the handler can call Fanout with
+// r.Context().
+//
+// The request id is the X-Request-ID header when it is a sane token (1 to 64
+// of A-Z a-z 0-9 . _ -); anything else is replaced by a new UUIDv7, so a
+// hostile header never reaches logs or SQL comments. The id is set as the
+// response's X-Request-ID header before the handler runs. Middleware writes
+// nothing else.
+//
+// When the client goes away, the request context ends: the request's queued
+// queries are dropped and its executing ones see their context done. When the
+// handler returns, or panics, the handle is released: nothing of the request
+// is left queued or executing once the middleware returns.
+//
+// Middleware panics if p is nil, like http.Handle does for a nil handler: it
+// is a wiring mistake, found at start-up.
+func Middleware(p *Pool) func(http.Handler) http.Handler {
+	if p == nil {
+		panic("reqpool: Middleware called with a nil *Pool")
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id := requestID(r.Header.Get(RequestIDHeader))
+			ctx, release := p.newContext(r.Context(), id)
+			defer release()
+			w.Header().Set(RequestIDHeader, id)
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+}
+
+// requestID returns header when it is a valid request id, else a new UUIDv7.
+func requestID(header string) string {
+	if validRequestID(header) {
+		return header
+	}
+	// crypto/rand, behind uuid, does not fail since Go 1.24.
+	return uuid.Must(uuid.NewV7()).String()
+}
+
+// validRequestID reports whether s is 1 to 64 of [A-Za-z0-9._-].
+func validRequestID(s string) bool {
+	if len(s) == 0 || len(s) > maxRequestIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}

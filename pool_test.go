@@ -1,0 +1,447 @@
+package reqpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestNewValidatesConfig(t *testing.T) {
+	for _, cfg := range []Config{
+		{Workers: -1},
+		{QueueSize: -1},
+		{PerRequest: -1},
+		{MaxFanout: -1},
+		{Aging: -time.Second},
+		{RetryAfter: -time.Second},
+		{Workers: 2, QueueSize: 3, MaxFanout: 6},
+	} {
+		p, err := New(cfg)
+		if !errors.Is(err, ErrInvalidConfig) || p != nil {
+			t.Errorf("New(%+v) = %v, %v; want ErrInvalidConfig", cfg, p, err)
+		}
+	}
+	p, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{Workers: DefaultWorkers, QueueSize: DefaultQueueSize, MaxFanout: DefaultMaxFanout,
+		Aging: DefaultAging, RetryAfter: DefaultRetryAfter}
+	if got := p.Config(); got != want {
+		t.Errorf("zero Config became %+v, want %+v", got, want)
+	}
+	p, err = New(Config{Workers: 2, QueueSize: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Config().MaxFanout; got != 5 {
+		t.Errorf("default MaxFanout with Workers+QueueSize=5 is %d, want 5", got)
+	}
+}
+
+func TestFanoutRunsEveryQuery(t *testing.T) {
+	p := newPool(t, Config{Workers: 3})
+	ctx := handleCtx(t, p)
+	out := make([]int, 50)
+	qs := make([]Query, len(out))
+	for i := range qs {
+		qs[i] = Func(func(context.Context) error { out[i] = i * i; return nil })
+	}
+	if err := Fanout(ctx, qs...); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range out {
+		if v != i*i {
+			t.Fatalf("out[%d] = %d: Fanout returned before query %d ran", i, v, i)
+		}
+	}
+	if s := p.Stats(); s.Submitted != 50 || s.Completed != 50 || s.Failed != 0 || s.Running != 0 || s.Queued != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestWorkersBoundAcrossRequests(t *testing.T) {
+	const workers = 4
+	p := newPool(t, Config{Workers: workers})
+	var g gauge
+	q := Func(func(context.Context) error {
+		g.enter()
+		defer g.exit()
+		time.Sleep(time.Millisecond)
+		return nil
+	})
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Go(func() {
+			ctx, release := p.NewContext(context.Background())
+			defer release()
+			errs <- Fanout(ctx, repeat(10, q)...)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if peak := g.peak.Load(); peak > workers || peak < 2 {
+		t.Errorf("peak concurrency %d, want 2..%d", peak, workers)
+	}
+}
+
+func TestPerRequestCap(t *testing.T) {
+	p := newPool(t, Config{Workers: 8, PerRequest: 2})
+	var g gauge
+	q := Func(func(context.Context) error {
+		g.enter()
+		defer g.exit()
+		time.Sleep(2 * time.Millisecond)
+		return nil
+	})
+	if err := Fanout(handleCtx(t, p), repeat(12, q)...); err != nil {
+		t.Fatal(err)
+	}
+	if peak := g.peak.Load(); peak != 2 {
+		t.Errorf("a lone request ran %d queries at once, want PerRequest=2", peak)
+	}
+}
+
+func TestFirstErrorCancelsSiblingsAndDropsQueued(t *testing.T) {
+	p := newPool(t, Config{Workers: 2})
+	boom := errors.New("boom")
+	var started atomic.Int32
+	blocked := make(chan struct{})
+	var sawCancel atomic.Bool
+	qs := []Query{
+		Func(func(ctx context.Context) error { // waits for cancellation by its sibling
+			started.Add(1)
+			close(blocked)
+			<-ctx.Done()
+			sawCancel.Store(errors.Is(context.Cause(ctx), boom))
+			return ctx.Err()
+		}),
+		Func(func(context.Context) error {
+			started.Add(1)
+			<-blocked
+			return boom
+		}),
+	}
+	for range 8 {
+		qs = append(qs, Func(func(context.Context) error { started.Add(1); return nil }))
+	}
+	err := Fanout(handleCtx(t, p), qs...)
+	var qe *QueryError
+	if !errors.As(err, &qe) || qe.Index != 1 || !errors.Is(err, boom) {
+		t.Fatalf("Fanout = %v, want *QueryError{Index: 1} wrapping boom", err)
+	}
+	if n := started.Load(); n != 2 {
+		t.Errorf("%d queries started, want 2: the queued ones must be dropped", n)
+	}
+	if !sawCancel.Load() {
+		t.Error("the running sibling's context was not cancelled with the failure as cause")
+	}
+	if s := p.Stats(); s.Dropped != 8 || s.Failed != 2 {
+		t.Errorf("stats %+v, want Dropped 8, Failed 2", s)
+	}
+}
+
+func TestPanicBecomesError(t *testing.T) {
+	p := newPool(t, Config{Workers: 2})
+	err := Fanout(handleCtx(t, p),
+		Func(func(context.Context) error { return nil }),
+		Func(func(context.Context) error { panic("kaboom") }),
+	)
+	var pe *PanicError
+	if !errors.As(err, &pe) || pe.Value != "kaboom" {
+		t.Fatalf("Fanout = %v, want a *PanicError with value kaboom", err)
+	}
+	if !strings.Contains(string(pe.Stack), "TestPanicBecomesError") {
+		t.Errorf("the stack does not show the panicking query:\n%s", pe.Stack)
+	}
+	// An error panic value stays reachable.
+	err = Fanout(handleCtx(t, p), Func(func(context.Context) error { panic(context.Canceled) }))
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Fanout = %v, want it to wrap the panic's error value", err)
+	}
+}
+
+func TestGoexitInQueryFreesItsSlot(t *testing.T) {
+	p := newPool(t, Config{Workers: 1})
+	ctx := handleCtx(t, p)
+	done := make(chan struct{})
+	go func() { // Goexit ends this goroutine, the Fanout caller, as it would end a test
+		defer close(done)
+		_ = Fanout(ctx, Func(func(context.Context) error { runtime.Goexit(); return nil }), sleep(time.Hour))
+	}()
+	<-done
+	// The pool must still be usable: the slot was given back and the
+	// queued sibling dropped.
+	if err := Fanout(ctx, Func(func(context.Context) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	if s := p.Stats(); s.Queued != 0 || s.Running != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestFanoutRejectsBadInput(t *testing.T) {
+	p := newPool(t, Config{Workers: 1, QueueSize: 2, MaxFanout: 3})
+	ctx := handleCtx(t, p)
+	noop := Func(func(context.Context) error { return nil })
+
+	if err := Fanout(context.Background(), noop); !errors.Is(err, ErrNoHandle) {
+		t.Errorf("without a handle: %v, want ErrNoHandle", err)
+	}
+	if err := Fanout(ctx, repeat(4, noop)...); !errors.Is(err, ErrTooManyTasks) {
+		t.Errorf("4 queries with MaxFanout 3: %v, want ErrTooManyTasks", err)
+	}
+	var qe *QueryError
+	if err := Fanout(ctx, noop, Query{}); !errors.As(err, &qe) || qe.Index != 1 {
+		t.Errorf("zero Query: %v, want *QueryError{Index: 1}", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := Fanout(cctx, noop); !errors.Is(err, context.Canceled) {
+		t.Errorf("done context: %v, want context.Canceled", err)
+	}
+	if err := Fanout(ctx); err != nil {
+		t.Errorf("no queries: %v", err)
+	}
+}
+
+func TestQueueFullRejectsTheWholeFanout(t *testing.T) {
+	p := newPool(t, Config{Workers: 1, QueueSize: 2})
+	hold := make(chan struct{})
+	running := make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		ctx, release := p.NewContext(context.Background())
+		defer release()
+		first <- Fanout(ctx,
+			Func(func(context.Context) error { close(running); <-hold; return nil }),
+			sleep(0), // queued
+		)
+	}()
+	<-running // 1 executing, 1 queued: one queue place is free
+
+	var ran atomic.Int32
+	count := Func(func(context.Context) error { ran.Add(1); return nil })
+	ctx := handleCtx(t, p)
+	err := Fanout(ctx, count, count)
+	if !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("2 queries for 1 free place: %v, want ErrQueueFull", err)
+	}
+	if ran.Load() != 0 {
+		t.Errorf("%d queries of a rejected Fanout ran", ran.Load())
+	}
+	close(hold)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := Fanout(ctx, count, count); err != nil || ran.Load() != 2 {
+		t.Errorf("once idle: %v, ran %d", err, ran.Load())
+	}
+	if s := p.Stats(); s.Rejected != 1 {
+		t.Errorf("Rejected = %d, want 1", s.Rejected)
+	}
+}
+
+func TestCancelDropsQueuedAndStopsRunning(t *testing.T) {
+	p := newPool(t, Config{Workers: 2})
+	parent, cancel := context.WithCancel(context.Background())
+	ctx, release := p.NewContext(parent)
+	defer release()
+	var started atomic.Int32
+	wave := make(chan struct{}, 2)
+	q := Func(func(ctx context.Context) error {
+		started.Add(1)
+		wave <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	go func() { <-wave; <-wave; cancel() }()
+	err := Fanout(ctx, repeat(20, q)...)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Fanout = %v, want context.Canceled", err)
+	}
+	if n := started.Load(); n != 2 {
+		t.Errorf("%d queries started, want only the first wave of 2", n)
+	}
+	if s := p.Stats(); s.Running != 0 || s.Queued != 0 || s.Dropped != 18 {
+		t.Errorf("after Fanout returned: %+v", s)
+	}
+}
+
+func TestFanoutTimeoutDropsQueued(t *testing.T) {
+	p := newPool(t, Config{Workers: 1})
+	ctx, cancel := context.WithTimeout(handleCtx(t, p), 20*time.Millisecond)
+	defer cancel()
+	err := Fanout(ctx, repeat(10, sleep(time.Hour))...)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Fanout = %v, want DeadlineExceeded", err)
+	}
+	if s := p.Stats(); s.Dropped != 9 || s.Queued != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestReleaseWaitsForStrayQueries(t *testing.T) {
+	p := newPool(t, Config{Workers: 2})
+	ctx, release := p.NewContext(context.Background())
+	running := make(chan struct{})
+	var finished atomic.Bool
+	fanoutDone := make(chan error, 1)
+	go func() { // a goroutine the "handler" did not wait for
+		fanoutDone <- Fanout(ctx, Func(func(ctx context.Context) error {
+			close(running)
+			<-ctx.Done()
+			finished.Store(true)
+			return ctx.Err()
+		}), sleep(time.Hour), sleep(time.Hour))
+	}()
+	<-running
+	release()
+	if !finished.Load() {
+		t.Fatal("release returned while a query of the handle was still executing")
+	}
+	if s := p.Stats(); s.Running != 0 || s.Queued != 0 || s.Requests != 0 {
+		t.Errorf("after release: %+v", s)
+	}
+	if err := <-fanoutDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("stray Fanout = %v", err)
+	}
+	if err := Fanout(ctx, sleep(0)); !errors.Is(err, context.Canceled) {
+		t.Errorf("Fanout on a released handle = %v, want context.Canceled", err)
+	}
+}
+
+// nested fans out width queries per level, depth levels below the top, and
+// returns how many leaves ran.
+func nested(ctx context.Context, depth, width int, leaf func()) error {
+	qs := make([]Query, width)
+	for i := range qs {
+		qs[i] = Func(func(ctx context.Context) error {
+			if depth == 0 {
+				leaf()
+				return nil
+			}
+			return nested(ctx, depth-1, width, leaf)
+		})
+	}
+	return Fanout(ctx, qs...)
+}
+
+func TestNestedFanoutNeverDeadlocks(t *testing.T) {
+	for _, workers := range []int{1, 4} {
+		t.Run(fmt.Sprintf("Workers=%d", workers), func(t *testing.T) {
+			p := newPool(t, Config{Workers: workers})
+			var g gauge
+			var leaves atomic.Int32
+			leaf := func() {
+				g.enter()
+				defer g.exit()
+				leaves.Add(1)
+				time.Sleep(time.Millisecond)
+			}
+			// Several requests at once, so that every worker is a parent
+			// waiting on children.
+			var wg sync.WaitGroup
+			errs := make(chan error, 4)
+			for range 4 {
+				wg.Go(func() {
+					ctx, release := p.NewContext(context.Background())
+					defer release()
+					errs <- nested(ctx, 2, 3, leaf) // 3 → 9 → 27 leaves: nested two deep
+				})
+			}
+			done := make(chan struct{})
+			go func() { wg.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("nested Fanout deadlocked: %+v", p.Stats())
+			}
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := leaves.Load(); n != 4*27 {
+				t.Errorf("%d leaves ran, want %d", n, 4*27)
+			}
+			if peak := g.peak.Load(); peak > int64(workers) {
+				t.Errorf("%d leaves executed at once, above Workers=%d", peak, workers)
+			}
+		})
+	}
+}
+
+func TestShutdownLetsAdmittedWorkFinish(t *testing.T) {
+	p, err := New(Config{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, release := p.NewContext(context.Background())
+	defer release()
+	running := make(chan struct{}, 6)
+	hold := make(chan struct{})
+	var completed atomic.Int32
+	q := Func(func(context.Context) error { running <- struct{}{}; <-hold; completed.Add(1); return nil })
+	fanoutDone := make(chan error, 1)
+	go func() { fanoutDone <- Fanout(ctx, repeat(6, q)...) }()
+	<-running
+	<-running
+
+	shut := make(chan error, 1)
+	go func() { shut <- p.Shutdown(context.Background()) }()
+	// Once closed, new work is refused...
+	for !p.closedForTest() {
+		runtime.Gosched()
+	}
+	if err := Fanout(ctx, q); !errors.Is(err, ErrClosed) {
+		t.Errorf("Fanout after Shutdown = %v, want ErrClosed", err)
+	}
+	// ...and admitted work, queued included, still completes.
+	close(hold)
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown = %v", err)
+	}
+	if err := <-fanoutDone; err != nil || completed.Load() != 6 {
+		t.Errorf("admitted Fanout = %v with %d of 6 completed", err, completed.Load())
+	}
+}
+
+func TestShutdownCancelsWhenItsContextEnds(t *testing.T) {
+	p, err := New(Config{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, release := p.NewContext(context.Background())
+	defer release()
+	wave := make(chan struct{}, 2)
+	q := Func(func(ctx context.Context) error { wave <- struct{}{}; <-ctx.Done(); return ctx.Err() })
+	fanoutDone := make(chan error, 1)
+	go func() { fanoutDone <- Fanout(ctx, repeat(10, q)...) }()
+	<-wave
+	<-wave
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := p.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %v, want DeadlineExceeded", err)
+	}
+	if s := p.Stats(); s.Running != 0 || s.Queued != 0 || s.Dropped != 8 {
+		t.Errorf("after Shutdown: %+v", s)
+	}
+	if err := <-fanoutDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("Fanout = %v, want context.Canceled", err)
+	}
+}
