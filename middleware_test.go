@@ -1,0 +1,472 @@
+package reqpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// These tests go through a real net/http server on loopback and a real
+// client, as users' handlers do.
+
+// serve starts a server whose handler is h behind Middleware(p), and returns
+// it with a client of its own. Both are closed when the test ends. after,
+// when not nil, runs once the middleware has returned, panic or not.
+func serve(t *testing.T, p *Pool, h http.HandlerFunc, after func()) (*httptest.Server, *http.Client) {
+	t.Helper()
+	inner := Middleware(p)(h)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if after != nil {
+			defer after()
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the panic test's panics are expected
+	srv.Start()
+	tr := &http.Transport{}
+	t.Cleanup(func() {
+		tr.CloseIdleConnections()
+		srv.Close()
+	})
+	return srv, &http.Client{Transport: tr}
+}
+
+// get sends a GET and returns the status, the X-Request-ID and Retry-After
+// headers and the body. It is safe to call from any goroutine: it returns
+// errors rather than failing the test.
+type reply struct {
+	status          int
+	id, retry, body string
+	latency         time.Duration // from sending the request to reading the whole body
+	doneAt          time.Duration // for launch: completion, from the scenario's start
+	err             error
+}
+
+func get(ctx context.Context, c *http.Client, url string, header ...string) reply {
+	start := time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return reply{err: err}
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return reply{err: err}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return reply{status: resp.StatusCode, id: resp.Header.Get(RequestIDHeader), retry: resp.Header.Get("Retry-After"),
+		body: string(body), latency: time.Since(start), err: err}
+}
+
+// fanoutHandler answers /?n=N&d=D by running N queries of duration D, each
+// announced on started (if not nil) as it starts.
+func fanoutHandler(started chan<- string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+		tag := r.URL.Query().Get("tag")
+		q := sleep(d)
+		if started != nil {
+			q = Func(func(ctx context.Context) error {
+				started <- tag
+				return sleep(d).run(ctx)
+			})
+		}
+		if err := Fanout(r.Context(), repeat(n, q)...); err != nil {
+			WriteError(w, r, err)
+			return
+		}
+		io.WriteString(w, "ok")
+	}
+}
+
+func TestMiddlewareRequestID(t *testing.T) {
+	p := newPool(t, Config{})
+	seen := make(chan string, 1)
+	srv, c := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
+		h, ok := FromContext(r.Context())
+		if !ok {
+			seen <- "no handle"
+			return
+		}
+		seen <- h.ID()
+	}, nil)
+
+	r := get(context.Background(), c, srv.URL, RequestIDHeader, "abc-123.X_y")
+	if r.err != nil || r.id != "abc-123.X_y" || <-seen != "abc-123.X_y" {
+		t.Errorf("a sane id is kept and echoed: got %+v", r)
+	}
+	for _, bad := range []string{"", "has space", strings.Repeat("a", 65), "*/;DROP TABLE x;--", "a'b", "é", "a\tb"} {
+		r := get(context.Background(), c, srv.URL, RequestIDHeader, bad)
+		handlerID := <-seen
+		u, err := uuid.Parse(r.id)
+		if r.err != nil || err != nil || u.Version() != 7 || handlerID != r.id {
+			t.Errorf("X-Request-ID %q: response id %q (handler saw %q), want a fresh UUIDv7", bad, r.id, handlerID)
+		}
+	}
+}
+
+func FuzzRequestID(f *testing.F) {
+	for _, s := range []string{"", "abc", "req-1.2_3", "*/", "a\nb", "\x00", "'; --", strings.Repeat("x", 10_000)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		id := requestID(header)
+		if !validRequestID(id) {
+			t.Fatalf("requestID(%q) = %q, not a valid id", header, id)
+		}
+		if validRequestID(header) != (id == header) {
+			t.Fatalf("requestID(%q) = %q: a header is kept if and only if it is valid", header, id)
+		}
+		for _, c := range id {
+			if !strings.ContainsRune("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", c) {
+				t.Fatalf("requestID(%q) = %q contains %q", header, id, c)
+			}
+		}
+	})
+}
+
+// TestClientDisconnect is the case the library exists for: a client hangs up
+// while its fan-out runs. Its queued queries must never start, its running
+// ones must stop, and the pool must be idle almost at once.
+func TestClientDisconnect(t *testing.T) {
+	const workers = 4
+	p := newPool(t, Config{Workers: workers})
+	started := make(chan string, 100)
+	served := make(chan time.Time, 1)
+	wrote := make(chan bool, 1)
+	srv, c := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
+		rw := &writeRecorder{ResponseWriter: w}
+		fanoutHandler(started)(rw, r) // WriteError gets the Fanout's context.Canceled
+		wrote <- rw.wrote
+	}, func() { served <- time.Now() })
+
+	ctx, hangUp := context.WithCancel(context.Background())
+	defer hangUp()
+	replied := make(chan reply, 1)
+	go func() { replied <- get(ctx, c, srv.URL+"?n=80&d=100s") }()
+	for range workers {
+		<-started
+	}
+	hungUp := time.Now()
+	hangUp()
+
+	var idleAt time.Time
+	select {
+	case idleAt = <-served:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the handler did not return within 5s of the disconnect: %+v", p.Stats())
+	}
+	if r := <-replied; !errors.Is(r.err, context.Canceled) {
+		t.Errorf("client: %+v", r)
+	}
+	idle := idleAt.Sub(hungUp)
+	s := p.Stats()
+	t.Logf("disconnect to idle pool: %v; started after disconnect: %d; stats %+v", idle, len(started), s)
+	if len(started) != 0 {
+		t.Errorf("%d queries started after the client hung up, want 0", len(started))
+	}
+	if s.Running != 0 || s.Queued != 0 || s.Requests != 0 || s.Dropped != 80-workers {
+		t.Errorf("after the disconnect: %+v, want idle with %d dropped", s, 80-workers)
+	}
+	if <-wrote {
+		t.Error("WriteError wrote a response to a client that had gone away")
+	}
+	if idle > 100*time.Millisecond {
+		t.Errorf("the pool took %v to go idle after the disconnect, want a few ms", idle)
+	}
+}
+
+// writeRecorder records whether anything was written through it.
+type writeRecorder struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *writeRecorder) WriteHeader(code int) { w.wrote = true; w.ResponseWriter.WriteHeader(code) }
+func (w *writeRecorder) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func TestPanickingHandlerReleasesEverything(t *testing.T) {
+	p := newPool(t, Config{Workers: 2})
+	served := make(chan struct{})
+	strayDone := make(chan error, 1)
+	srv, c := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
+		running := make(chan struct{}, 2)
+		go func() { // work the handler does not wait for
+			strayDone <- Fanout(r.Context(), repeat(10, Func(func(ctx context.Context) error {
+				running <- struct{}{}
+				<-ctx.Done()
+				return ctx.Err()
+			}))...)
+		}()
+		<-running
+		<-running
+		panic("handler bug")
+	}, func() { close(served) })
+
+	if r := get(context.Background(), c, srv.URL); r.err == nil {
+		t.Errorf("a panicking handler answered %d", r.status)
+	}
+	<-served
+	if s := p.Stats(); s.Running != 0 || s.Queued != 0 || s.Requests != 0 {
+		t.Errorf("after the panic: %+v, want nothing running, queued or live", s)
+	}
+	if err := <-strayDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("stray Fanout = %v", err)
+	}
+}
+
+// launch sends a GET at the given offset from start, from its own goroutine,
+// and delivers the reply with doneAt set.
+func launch(c *http.Client, url string, start time.Time, at time.Duration, out chan<- reply) {
+	go func() {
+		time.Sleep(time.Until(start.Add(at)))
+		r := get(context.Background(), c, url)
+		r.doneAt = time.Since(start)
+		out <- r
+	}()
+}
+
+// TestFairSeedCase is the case from the Flask/ThreadPoolExecutor question,
+// with Workers=4.
+func TestFairSeedCase(t *testing.T) {
+	const T = 100 * time.Millisecond
+	p := newPool(t, Config{Workers: 4})
+	started := make(chan string, 64)
+	srv, c := serve(t, p, fanoutHandler(started), nil)
+	url := func(n int, tag string) string { return fmt.Sprintf("%s?n=%d&d=%v&tag=%s", srv.URL, n, T, tag) }
+
+	// Two requests of 4×T, 20 ms apart: the first is done at T, the second
+	// at 2T, and no policy can do better.
+	t.Run("4x4", func(t *testing.T) {
+		first, second := make(chan reply, 1), make(chan reply, 1)
+		start := time.Now()
+		launch(c, url(4, "a"), start, 0, first)
+		launch(c, url(4, "b"), start, 20*time.Millisecond, second)
+		r1, r2 := <-first, <-second
+		drain(started)
+		t.Logf("finished at %v and %v (T=%v)", r1.doneAt, r2.doneAt, T)
+		within(t, "first", r1, T, 14*T/10)
+		within(t, "second", r2, 2*T, 24*T/10)
+	})
+	// Two requests of 8×T, 5 ms apart, both queueing: the one nearer
+	// completion goes first, so they finish at 2T and 4T. Round-robin would
+	// give 3T and 4T.
+	t.Run("8x8", func(t *testing.T) {
+		first, second := make(chan reply, 1), make(chan reply, 1)
+		start := time.Now()
+		launch(c, url(8, "a"), start, 0, first)
+		launch(c, url(8, "b"), start, 5*time.Millisecond, second)
+		r1, r2 := <-first, <-second
+		drain(started)
+		t.Logf("finished at %v and %v (T=%v)", r1.doneAt, r2.doneAt, T)
+		within(t, "first", r1, 2*T, 24*T/10)
+		within(t, "second", r2, 4*T, 44*T/10)
+	})
+}
+
+func drain(c chan string) {
+	for len(c) > 0 {
+		<-c
+	}
+}
+
+func within(t *testing.T, name string, r reply, lo, hi time.Duration) {
+	t.Helper()
+	if r.err != nil || r.status != http.StatusOK {
+		t.Errorf("%s: %+v", name, r)
+	} else if r.doneAt < lo || r.doneAt > hi {
+		t.Errorf("%s finished at %v, want %v..%v", name, r.doneAt, lo, hi)
+	}
+}
+
+// TestSmallBehindLarge: one request of 160×20 ms takes all 8 workers; 12
+// requests of 2×20 ms arrive 25 ms apart while it runs. A FIFO pool makes
+// them wait ~400 ms; here they wait for the next wave at most, about 2T.
+func TestSmallBehindLarge(t *testing.T) {
+	const T = 20 * time.Millisecond
+	p := newPool(t, Config{Workers: 8, MaxFanout: 160})
+	started := make(chan string, 512)
+	srv, c := serve(t, p, fanoutHandler(started), nil)
+	bigURL := fmt.Sprintf("%s?n=160&d=%v&tag=big", srv.URL, T)
+	smallURL := fmt.Sprintf("%s?n=2&d=%v&tag=small", srv.URL, T)
+
+	alone := get(context.Background(), c, bigURL)
+	if alone.err != nil || alone.status != http.StatusOK {
+		t.Fatalf("big request alone: %+v", alone)
+	}
+	drain(started)
+
+	big := make(chan reply, 1)
+	go func() { big <- get(context.Background(), c, bigURL) }()
+	for range 8 { // the big request holds every worker
+		<-started
+	}
+	smalls := make(chan reply, 12)
+	start := time.Now()
+	for i := range 12 {
+		launch(c, smallURL, start, time.Duration(i)*25*time.Millisecond, smalls)
+	}
+	var lat []time.Duration
+	for range 12 {
+		r := <-smalls
+		if r.err != nil || r.status != http.StatusOK {
+			t.Fatalf("small request: %+v", r)
+		}
+		lat = append(lat, r.latency)
+	}
+	b := <-big
+	if b.err != nil || b.status != http.StatusOK {
+		t.Fatalf("big request: %+v", b)
+	}
+	slices.Sort(lat)
+	p50, p95 := percentile(lat, 50), percentile(lat, 95)
+	t.Logf("small requests: p50 %v, p95 %v, max %v (T=%v); big: %v alone, %v with them (%.2fx)",
+		p50, p95, lat[len(lat)-1], T, alone.latency, b.latency, float64(b.latency)/float64(alone.latency))
+	if p95 > 3*T {
+		t.Errorf("small requests' p95 is %v, want <= 3T = %v", p95, 3*T)
+	}
+	if float64(b.latency) > 1.3*float64(alone.latency) {
+		t.Errorf("the big request took %v, more than 1.3x its %v alone", b.latency, alone.latency)
+	}
+}
+
+// percentile returns the nearest-rank percentile of sorted.
+func percentile(sorted []time.Duration, pct float64) time.Duration {
+	rank := int(math.Ceil(pct / 100 * float64(len(sorted))))
+	return sorted[max(rank, 1)-1]
+}
+
+// TestNoStarvation: a steady stream of one-query requests keeps both workers
+// busy and the queue non-empty. Fewest-remaining-first alone would never run
+// a 10-query request; with aging it is overtaken only by requests arriving
+// within 10×Aging of it, so it completes within that plus its own work plus
+// the backlog that was ahead of it.
+func TestNoStarvation(t *testing.T) {
+	const (
+		T       = 20 * time.Millisecond
+		workers = 2
+		clients = 6
+		n       = 10
+		aging   = 5 * time.Millisecond
+	)
+	p := newPool(t, Config{Workers: workers, Aging: aging})
+	srv, c := serve(t, p, fanoutHandler(nil), nil)
+
+	stop := make(chan struct{})
+	var served atomic.Int64
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if r := get(context.Background(), c, fmt.Sprintf("%s?n=1&d=%v", srv.URL, T)); r.err == nil {
+					served.Add(1)
+				}
+			}
+		})
+	}
+	defer func() { close(stop); wg.Wait() }()
+	for served.Load() < 2*clients { // the stream is flowing and the queue full
+		runtime.Gosched()
+	}
+
+	before := served.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // starving, it would wait forever
+	defer cancel()
+	r := get(ctx, c, fmt.Sprintf("%s?n=%d&d=%v", srv.URL, n, T))
+	overtaken := served.Load() - before
+	bound := n*aging + clients*T/workers + n*T/workers + 100*time.Millisecond
+	t.Logf("the %d-query request took %v amid the stream (bound %v); %d small requests completed meanwhile",
+		n, r.latency, bound, overtaken)
+	if r.err != nil || r.status != http.StatusOK {
+		t.Fatalf("large request: %+v", r)
+	}
+	if r.latency > bound {
+		t.Errorf("the large request took %v, above the aging bound %v", r.latency, bound)
+	}
+	if overtaken < clients {
+		t.Errorf("only %d small requests completed meanwhile: the stream did not compete", overtaken)
+	}
+}
+
+func TestWriteErrorThroughServer(t *testing.T) {
+	p := newPool(t, Config{Workers: 1, QueueSize: 1, MaxFanout: 2, RetryAfter: 1500 * time.Millisecond})
+	hold := make(chan struct{})
+	holding := make(chan struct{})
+	srv, c := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		var q Query
+		switch r.URL.Path {
+		case "/hold": // takes the only worker and the only queue place
+			q = Func(func(context.Context) error { close(holding); <-hold; return nil })
+			WriteError(w, r, Fanout(ctx, q, sleep(0)))
+			return
+		case "/deadline":
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, 5*time.Millisecond)
+			defer cancel()
+			q = sleep(time.Hour)
+		case "/internal":
+			q = Func(func(context.Context) error {
+				return errors.New(`pq: relation "secret_table" does not exist in SELECT password FROM secret_table`)
+			})
+		default:
+			q = sleep(0)
+		}
+		if err := Fanout(ctx, q); err != nil {
+			WriteError(w, r, err)
+			return
+		}
+		io.WriteString(w, "ok")
+	}, nil)
+
+	held := make(chan reply, 1)
+	go func() { held <- get(context.Background(), c, srv.URL+"/hold") }()
+	<-holding
+	if r := get(context.Background(), c, srv.URL+"/ok"); r.status != http.StatusServiceUnavailable || r.retry != "2" {
+		t.Errorf("queue full: %d with Retry-After %q, want 503 with 2", r.status, r.retry)
+	}
+	close(hold)
+	if r := <-held; r.status != http.StatusOK {
+		t.Errorf("/hold: %+v", r)
+	}
+	if r := get(context.Background(), c, srv.URL+"/deadline"); r.status != http.StatusGatewayTimeout {
+		t.Errorf("deadline: %d, want 504", r.status)
+	}
+	r := get(context.Background(), c, srv.URL+"/internal")
+	if r.status != http.StatusInternalServerError || strings.Contains(r.body, "secret") || strings.Contains(r.body, "pq") {
+		t.Errorf("internal error: %d %q, want 500 without the error's text", r.status, r.body)
+	}
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r := get(context.Background(), c, srv.URL+"/ok"); r.status != http.StatusServiceUnavailable || r.retry != "2" {
+		t.Errorf("closed pool: %d with Retry-After %q, want 503 with 2", r.status, r.retry)
+	}
+}
