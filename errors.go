@@ -26,6 +26,14 @@ var (
 	// a hidden pool would be a second, unconfigured bound.
 	ErrNoHandle = errors.New("reqpool: context has no handle (use Middleware or Pool.NewContext)")
 
+	// ErrSharedConn is wrapped in the *QueryError Fanout returns, running
+	// nothing, when two of its queries use the same *sql.Tx, *sqlx.Tx,
+	// *sql.Conn or *sqlx.Conn. One connection runs one statement at a time,
+	// and lib/pq cannot interleave two: run such queries one after another,
+	// or on the *sqlx.DB. Fanout cannot see a transaction behind a wrapper
+	// type of your own, nor the same one used by two concurrent Fanouts.
+	ErrSharedConn = errors.New("reqpool: two queries of one Fanout share a transaction or connection")
+
 	// ErrInvalidConfig is returned by New for a Config it cannot honour.
 	ErrInvalidConfig = errors.New("reqpool: invalid config")
 )

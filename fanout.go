@@ -25,7 +25,8 @@ var errNilQuery = errors.New("nil query")
 // handle, ErrTooManyTasks above Config.MaxFanout queries, ErrQueueFull if
 // the queries do not all fit into the free workers and the free queue space,
 // ErrClosed after Shutdown, ctx.Err() if ctx is already done, and a
-// *QueryError for a zero Query.
+// *QueryError for an invalid Query or for a second query on the same
+// transaction or connection (wrapping ErrSharedConn).
 //
 // A query may call Fanout itself with its own context: the nested queries
 // then run in the slot of the query that waits for them, so nesting cannot
@@ -128,10 +129,8 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 		p.mu.Unlock()
 		return fmt.Errorf("%w: %d queries, MaxFanout is %d", ErrTooManyTasks, n, p.cfg.MaxFanout)
 	}
-	for i, q := range queries {
-		if q.run == nil {
-			return &QueryError{Index: i, Err: errNilQuery}
-		}
+	if err := checkQueries(queries); err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err

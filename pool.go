@@ -53,6 +53,13 @@ type Config struct {
 	// header of a 503 answer, rounded up to whole seconds. 0 means
 	// DefaultRetryAfter (1s).
 	RetryAfter time.Duration
+
+	// DisableSQLComment stops Select, Get, Exec and ExecResult from tagging
+	// their statements with the request id. By default (false) each
+	// statement ends with a sqlcommenter comment, /*request_id='…'*/, that
+	// shows in pg_stat_activity and the server's logs. The comment does not
+	// change the statement's query id in pg_stat_statements.
+	DisableSQLComment bool
 }
 
 // withDefaults validates c and fills in its zero fields.

@@ -1,15 +1,112 @@
 package reqpool
 
-import "context"
+import (
+	"context"
+	"database/sql"
+	"errors"
 
-// Query is one unit of work for Fanout. Make one with Func. The zero Query is
-// invalid: Fanout rejects it.
+	"github.com/jmoiron/sqlx"
+)
+
+// Query is one unit of work for Fanout. Make one with Func, or with Select,
+// Get, Exec and ExecResult for SQL. The zero Query is invalid: Fanout rejects
+// it.
 type Query struct {
-	run func(ctx context.Context) error
+	run  func(ctx context.Context) error
+	conn any   // the database handle of a SQL query, for the single-connection check
+	err  error // a construction error, reported by Fanout before anything runs
 }
 
 // Func returns a Query that calls fn. fn receives a context that is done
 // when the request ends, when another query of the same Fanout fails, or when
 // the pool shuts down; it should return soon after. Pass that context to any
 // Fanout that fn itself makes, so the nested queries can run in fn's slot.
-func Func(fn func(ctx context.Context) error) Query { return Query{run: fn} }
+func Func(fn func(ctx context.Context) error) Query {
+	if fn == nil {
+		return Query{err: errNilQuery}
+	}
+	return Query{run: fn}
+}
+
+// Select returns a Query that runs sqlx.SelectContext(ctx, q, dest, query,
+// args...): it scans every row into dest, a pointer to a slice. The statement
+// carries the request id as a SQL comment (see Config.DisableSQLComment).
+//
+// q is usually a *sqlx.DB. A *sqlx.Tx or *sqlx.Conn is one connection, which
+// cannot run two statements at once: Fanout refuses two queries on the same
+// one with ErrSharedConn.
+func Select(q sqlx.QueryerContext, dest any, query string, args ...any) Query {
+	if q == nil {
+		return Query{err: errNilDB}
+	}
+	return Query{conn: q, run: func(ctx context.Context) error {
+		return sqlx.SelectContext(ctx, q, dest, tagSQL(ctx, query), args...)
+	}}
+}
+
+// Get returns a Query that runs sqlx.GetContext(ctx, q, dest, query,
+// args...): it scans one row into dest. With no row, the query fails with an
+// error that errors.Is matches to sql.ErrNoRows, and so does Fanout's. The
+// statement is tagged and q checked as for Select.
+func Get(q sqlx.QueryerContext, dest any, query string, args ...any) Query {
+	if q == nil {
+		return Query{err: errNilDB}
+	}
+	return Query{conn: q, run: func(ctx context.Context) error {
+		return sqlx.GetContext(ctx, q, dest, tagSQL(ctx, query), args...)
+	}}
+}
+
+// Exec returns a Query that runs e.ExecContext(ctx, query, args...) and
+// discards its sql.Result; ExecResult keeps it. The statement is tagged and e
+// checked as for Select.
+func Exec(e sqlx.ExecerContext, query string, args ...any) Query {
+	return ExecResult(e, nil, query, args...)
+}
+
+// ExecResult is Exec that stores the statement's sql.Result in *res (when res
+// is not nil and the statement succeeded), for RowsAffected or LastInsertId.
+func ExecResult(e sqlx.ExecerContext, res *sql.Result, query string, args ...any) Query {
+	if e == nil {
+		return Query{err: errNilDB}
+	}
+	return Query{conn: e, run: func(ctx context.Context) error {
+		r, err := e.ExecContext(ctx, tagSQL(ctx, query), args...)
+		if err == nil && res != nil {
+			*res = r
+		}
+		return err
+	}}
+}
+
+var errNilDB = errors.New("nil database handle")
+
+// singleConn reports whether c is one database connection, which runs one
+// statement at a time: a transaction or a dedicated connection.
+func singleConn(c any) bool {
+	switch c.(type) {
+	case *sql.Tx, *sqlx.Tx, *sql.Conn, *sqlx.Conn:
+		return true
+	}
+	return false
+}
+
+// checkQueries returns a *QueryError for the first query Fanout must refuse:
+// an invalid one, or the second of two on the same single connection.
+func checkQueries(queries []Query) error {
+	for i, q := range queries {
+		switch {
+		case q.err != nil:
+			return &QueryError{Index: i, Err: q.err}
+		case q.run == nil:
+			return &QueryError{Index: i, Err: errNilQuery}
+		case singleConn(q.conn):
+			for j := range i {
+				if queries[j].conn == q.conn {
+					return &QueryError{Index: i, Err: ErrSharedConn}
+				}
+			}
+		}
+	}
+	return nil
+}
