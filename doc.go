@@ -49,6 +49,62 @@
 // a Fanout on an idle pool hands nothing to another goroutine that it need
 // not.
 //
+// # SQL
+//
+// Select, Get, Exec and ExecResult wrap sqlx for the common case:
+//
+//	var users []User
+//	var open int
+//	err := reqpool.Fanout(r.Context(),
+//		reqpool.Select(db, &users, `SELECT id, name FROM users WHERE org_id = $1`, org),
+//		reqpool.Get(db, &open, `SELECT count(*) FROM orders WHERE org_id = $1 AND state = 'open'`, org),
+//	)
+//
+// Errors keep their type: errors.As(err, &pqErr) reaches a *pq.Error, and
+// errors.Is(err, sql.ErrNoRows) a Get that found nothing; the *QueryError
+// around them says which query failed. Each statement carries the request id
+// as a sqlcommenter comment, /*request_id='…'*/, so that the statement shows
+// in pg_stat_activity and the server's logs with its HTTP request id (see
+// Config.DisableSQLComment). A *sqlx.Tx is one connection, which runs one
+// statement at a time: two queries of one Fanout on the same transaction are
+// refused with ErrSharedConn.
+//
+// # Sizing against PostgreSQL
+//
+// Every executing query holds one connection, so Workers is the number of
+// connections the pool keeps busy:
+//
+//   - Set db.SetMaxOpenConns(Workers), plus whatever else shares the
+//     *sql.DB, and SetMaxIdleConns to the same, so connections are reused
+//     rather than reopened. With fewer connections than workers the surplus
+//     queries wait inside database/sql, which serves its waiters in random
+//     order: the order and fairness that reqpool keeps are lost there.
+//   - Across replicas, replicas × Workers, plus other clients, plus headroom
+//     for cancel requests, must stay below the server's max_connections less
+//     superuser_reserved_connections. With max_connections=100, 3 reserved
+//     and 4 replicas, Workers=20 leaves 17 connections spare.
+//   - QueueSize sets how much waiting you accept: a full queue waits about
+//     QueueSize/Workers × the mean query time. Past it, Fanout answers
+//     ErrQueueFull and WriteError 503, which a load balancer can retry
+//     elsewhere.
+//
+// lib/pq facts that matter here:
+//
+//   - Cancelling a query costs one extra connection: lib/pq dials the
+//     server anew to send the CancelRequest, and closes the cancelled
+//     connection rather than reusing it. A burst of hang-ups is a burst of
+//     connections: leave headroom in max_connections.
+//   - Open the database with pq.NewConnector and sql.OpenDB, not sql.Open:
+//     sql.Open dials through driver.Open, which ignores the query's context,
+//     so a server that does not answer holds the query until the operating
+//     system gives up. Through a Connector the dial honours the context, and
+//     connect_timeout in the DSN bounds the handshake.
+//   - lib/pq reports a backend terminated mid-statement (a restart,
+//     pg_terminate_backend) as driver.ErrBadConn, and database/sql then runs
+//     the statement again on a fresh connection, up to three times in all. A
+//     statement cut short by a restart may run twice: keep Exec statements
+//     idempotent, or put them in a transaction.
+//
 // # Limits of net/http
 //
 // The request context is how the server tells a handler that the client has

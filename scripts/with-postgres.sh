@@ -233,12 +233,13 @@ cleanup() {
 no_server() {
 	local reason=$1
 	if is_ci; then
-		log "error: $reason"
+		log "error: $reason (with CI=true PostgreSQL is required: install it or set DATABASE_URL)"
 	else
-		log "warning: $reason; the tests that need PostgreSQL will be skipped (set DATABASE_URL to use a server of your own)"
+		log "warning: $reason"
+		log "running without DATABASE_URL: the tests that need PostgreSQL will be skipped (install PostgreSQL or set DATABASE_URL)"
 	fi
 	if [[ -n $logfile && -s $logfile ]]; then
-		log "last lines of the server log $logfile:"
+		log "last lines of the server log:"
 		tail -n 25 "$logfile" >&2
 	fi
 	if is_ci; then
@@ -267,12 +268,14 @@ fi
 
 if ! find_server; then
 	if ((is_root)); then
-		install_server || true
-		if ! find_server; then
+		if ! install_server; then
 			no_server "PostgreSQL server programs (initdb, pg_ctl, postgres) not found, and installing Debian's postgresql package failed"
 		fi
+		if ! find_server; then
+			no_server "PostgreSQL server programs (initdb, pg_ctl, postgres) still not found after installing Debian's postgresql package"
+		fi
 	else
-		no_server "PostgreSQL server programs (initdb, pg_ctl, postgres) not found in PATH or /usr/lib/postgresql/*/bin; install PostgreSQL (Debian: apt-get install postgresql) or set DATABASE_URL"
+		no_server "PostgreSQL server programs (initdb, pg_ctl, postgres) not found in PATH or /usr/lib/postgresql/*/bin, and not root, so not installing them (Debian: apt-get install postgresql)"
 	fi
 fi
 
@@ -308,7 +311,7 @@ fi
 } >>"$data/postgresql.conf"
 
 if ! start_server; then
-	no_server "the PostgreSQL server did not start ($(tail -n 1 "$tmp/pg_ctl.log" 2>/dev/null || true))"
+	no_server "the PostgreSQL server did not start ($(grep -m 1 '^pg_ctl:' "$tmp/pg_ctl.log" 2>/dev/null || echo 'no free port'))"
 fi
 if ! create_database >>"$tmp/pg_ctl.log" 2>&1; then
 	cat "$tmp/pg_ctl.log" >&2
