@@ -1,23 +1,32 @@
 # make test: what CI runs (.ci/run). It fails on vet findings, an untidy
-# go.mod, a race, a leaked goroutine or a failing test.
+# go.mod, a race, a leaked goroutine or a failing test, in the library and
+# in the example app, with the PostgreSQL tests run against a throwaway
+# server (or $DATABASE_URL when set).
+# make demo: the example app on a throwaway PostgreSQL with seeded data.
 GO ?= go
+MODULES := . examples/dashboard
+DEMO_ADDR ?= 127.0.0.1:8080
 
-.PHONY: test vet tidy race fuzz bench
+.PHONY: test vet tidy race demo fuzz bench
 
 test: vet tidy race
 
 vet:
-	$(GO) vet ./...
+	@for m in $(MODULES); do echo "go vet ($$m)"; (cd $$m && $(GO) vet ./...) || exit 1; done
 
 # go.mod and go.sum must be tidy already; -diff changes nothing and fails if they are not.
 tidy:
-	$(GO) mod tidy -diff
+	@for m in $(MODULES); do echo "go mod tidy -diff ($$m)"; (cd $$m && $(GO) mod tidy -diff) || exit 1; done
 
 race:
-	scripts/with-postgres.sh $(GO) test -race -count=1 ./...
+	scripts/with-postgres.sh sh -c 'set -e; for m in $(MODULES); do (cd $$m && $(GO) test -race -count=1 ./...); done'
+
+demo:
+	scripts/with-postgres.sh sh -c 'cd examples/dashboard && exec $(GO) run . -addr $(DEMO_ADDR)'
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzRequestID -fuzztime 30s .
+	$(GO) test -run '^$$' -fuzz FuzzAppendComment -fuzztime 30s .
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 .

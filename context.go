@@ -12,9 +12,9 @@ import (
 type Handle struct {
 	pool   *Pool
 	id     string
-	seq    uint64             // creation order, the scheduler's tie-break
-	cancel context.CancelFunc // cancels the handle's context
-	stop   func() bool        // unregisters the context.AfterFunc that abandons queued work
+	seq    uint64                  // creation order, the scheduler's tie-break
+	cancel context.CancelCauseFunc // cancels the handle's context
+	stop   func() bool             // unregisters the context.AfterFunc that abandons queued work
 
 	// Scheduling state, guarded by pool.mu.
 	head, tail *group        // groups with queued queries, oldest first
@@ -62,7 +62,7 @@ func (p *Pool) NewContext(parent context.Context) (context.Context, context.Canc
 }
 
 func (p *Pool) newContext(parent context.Context, id string) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(parent)
+	ctx, cancel := context.WithCancelCause(parent)
 	h := &Handle{pool: p, id: id, cancel: cancel, index: -1}
 	ctx = context.WithValue(ctx, handleKey{}, h)
 	// Dropping queued work is the one reaction to cancellation that must not
@@ -84,7 +84,7 @@ func (p *Pool) newContext(parent context.Context, id string) (context.Context, c
 // release is the CancelFunc returned by NewContext.
 func (h *Handle) release() {
 	h.stop() // the AfterFunc's work is done below, synchronously
-	h.cancel()
+	h.cancel(nil)
 	p := h.pool
 	p.mu.Lock()
 	if h.released {

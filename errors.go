@@ -1,6 +1,7 @@
 package reqpool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -42,15 +43,34 @@ var (
 // first failure, which also cancelled the others. Index is the query's
 // position in the Fanout call. Err is what the query returned, unchanged, so
 // errors.Is and errors.As reach it (a *pq.Error, sql.ErrNoRows, a *PanicError).
+//
+// When the query failed because the Fanout's context had ended, errors.Is
+// also matches the context's cause (context.DeadlineExceeded,
+// context.Canceled, ErrClosed after a Shutdown that ran out of time): drivers
+// report a cancelled statement in their own terms (lib/pq as SQLSTATE 57014)
+// and would otherwise hide why it was cancelled.
 type QueryError struct {
 	Index int
 	Err   error
+
+	ctx error // the context's cause, if it had ended when the query failed
 }
 
-func (e *QueryError) Error() string { return fmt.Sprintf("reqpool: query %d: %v", e.Index, e.Err) }
+func (e *QueryError) Error() string {
+	if e.ctx != nil {
+		return fmt.Sprintf("reqpool: query %d: %v (%v)", e.Index, e.Err, e.ctx)
+	}
+	return fmt.Sprintf("reqpool: query %d: %v", e.Index, e.Err)
+}
 
-// Unwrap returns the query's own error.
-func (e *QueryError) Unwrap() error { return e.Err }
+// Unwrap returns the query's own error and, if the context had ended, its
+// cause.
+func (e *QueryError) Unwrap() []error {
+	if e.ctx != nil {
+		return []error{e.Err, e.ctx}
+	}
+	return []error{e.Err}
+}
 
 // PanicError is what a query that panicked returns instead: the process keeps
 // running and Fanout reports it like any other failure, wrapped in a
@@ -70,6 +90,10 @@ func (e *PanicError) Unwrap() error {
 	err, _ := e.Value.(error)
 	return err
 }
+
+// errShutdown is the cause with which Shutdown cancels the handles still
+// live when its context ends. It matches both ErrClosed and context.Canceled.
+var errShutdown = fmt.Errorf("%w: %w", ErrClosed, context.Canceled)
 
 // errGoexit stands in for the result of a query that called runtime.Goexit
 // (t.FailNow in a test, for instance): it never returned, yet its slot must

@@ -17,7 +17,8 @@ var errNilQuery = errors.New("nil query")
 // not yet started; Fanout returns that failure as a *QueryError, whose Unwrap
 // gives the query's own error. A panicking query fails with a *PanicError.
 // If ctx ends while queries are still queued, they are dropped and Fanout
-// returns ctx.Err() (or the failure of a query, if one failed first). When
+// returns context.Cause(ctx) (or the failure of a query, if one failed
+// first, which then also matches the context's cause). When
 // Fanout returns, none of its queries is executing or will start, so the
 // caller may read whatever they wrote.
 //
@@ -251,8 +252,10 @@ func (p *Pool) wait(ctx context.Context, g *group) error {
 	err, dropped := g.err, g.dropped
 	p.mu.Unlock()
 	if err == nil && dropped {
-		if err = ctx.Err(); err == nil {
-			err = ErrClosed // dropped by Shutdown
+		// Dropped because ctx ended: its cause says why (ErrClosed from a
+		// Shutdown out of time, or plain ctx.Err()).
+		if err = context.Cause(ctx); err == nil {
+			err = ErrClosed
 		}
 	}
 	return err

@@ -30,12 +30,18 @@ import (
 func serve(t *testing.T, p *Pool, h http.HandlerFunc, after func()) (*httptest.Server, *http.Client) {
 	t.Helper()
 	inner := Middleware(p)(h)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return serveHandler(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if after != nil {
 			defer after()
 		}
 		inner.ServeHTTP(w, r)
 	}))
+}
+
+// serveHandler serves h as it is; see serve.
+func serveHandler(t *testing.T, h http.Handler) (*httptest.Server, *http.Client) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the panic test's panics are expected
 	srv.Start()
 	tr := &http.Transport{}
@@ -418,13 +424,21 @@ func TestNoStarvation(t *testing.T) {
 func TestWriteErrorThroughServer(t *testing.T) {
 	p := newPool(t, Config{Workers: 1, QueueSize: 1, MaxFanout: 2, RetryAfter: 1500 * time.Millisecond})
 	hold := make(chan struct{})
-	holding := make(chan struct{})
+	holding := make(chan struct{}, 1) // each /hold request signals once it holds
 	srv, c := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		var q Query
 		switch r.URL.Path {
 		case "/hold": // takes the only worker and the only queue place
-			q = Func(func(context.Context) error { close(holding); <-hold; return nil })
+			q = Func(func(ctx context.Context) error {
+				holding <- struct{}{}
+				select {
+				case <-hold:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			})
 			WriteError(w, r, Fanout(ctx, q, sleep(0)))
 			return
 		case "/deadline":
@@ -452,7 +466,7 @@ func TestWriteErrorThroughServer(t *testing.T) {
 	if r := get(context.Background(), c, srv.URL+"/ok"); r.status != http.StatusServiceUnavailable || r.retry != "2" {
 		t.Errorf("queue full: %d with Retry-After %q, want 503 with 2", r.status, r.retry)
 	}
-	close(hold)
+	hold <- struct{}{}
 	if r := <-held; r.status != http.StatusOK {
 		t.Errorf("/hold: %+v", r)
 	}
@@ -463,9 +477,19 @@ func TestWriteErrorThroughServer(t *testing.T) {
 	if r.status != http.StatusInternalServerError || strings.Contains(r.body, "secret") || strings.Contains(r.body, "pq") {
 		t.Errorf("internal error: %d %q, want 500 without the error's text", r.status, r.body)
 	}
-	if err := p.Shutdown(context.Background()); err != nil {
-		t.Fatal(err)
+	// A Shutdown that runs out of time cancels the request in flight, which
+	// is answered 503 (not left empty as for a client that went away).
+	go func() { held <- get(context.Background(), c, srv.URL+"/hold") }()
+	<-holding
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %v", err)
 	}
+	if r := <-held; r.status != http.StatusServiceUnavailable || r.retry != "2" {
+		t.Errorf("request cut off by Shutdown: %d with Retry-After %q, want 503 with 2", r.status, r.retry)
+	}
+	close(hold)
 	if r := get(context.Background(), c, srv.URL+"/ok"); r.status != http.StatusServiceUnavailable || r.retry != "2" {
 		t.Errorf("closed pool: %d with Retry-After %q, want 503 with 2", r.status, r.retry)
 	}

@@ -3,6 +3,7 @@ package reqpool
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -230,7 +231,7 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	for h := p.handles.head; h != nil; h = h.next {
-		h.cancel()
+		h.cancel(errShutdown)
 		p.abandon(h)
 	}
 	p.mu.Unlock()
@@ -349,8 +350,14 @@ func (p *Pool) finish(g *group, i int, err error, counted bool) {
 	if err != nil {
 		p.stats.Failed++
 		if g.err == nil {
-			g.err = &QueryError{Index: i, Err: err}
-			g.cancel(g.err)
+			qe := &QueryError{Index: i, Err: err}
+			if g.Err() != nil { // the caller's context ended: say so, whatever the driver said
+				if cause := context.Cause(g); !errors.Is(err, cause) {
+					qe.ctx = cause
+				}
+			}
+			g.err = qe
+			g.cancel(qe)
 			p.drop(g)
 		}
 	}

@@ -402,3 +402,44 @@ func TestPostgresDatabaseDown(t *testing.T) {
 		}
 	})
 }
+
+// TestPostgresDeadline: lib/pq reports a statement cancelled by a deadline
+// as SQLSTATE 57014, not as a context error. Fanout's error must still say
+// it was a deadline, so that WriteError answers 504, whether the deadline is
+// the Fanout's or the whole request's (a timeout middleware).
+func TestPostgresDeadline(t *testing.T) {
+	db := openDB(t, 4)
+	p := newPool(t, Config{Workers: 4})
+	errs := make(chan error, 2)
+	handler := Middleware(p)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		if r.URL.Path == "/fanout-deadline" {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, 50*time.Millisecond)
+			defer cancel()
+		}
+		err := Fanout(ctx, Exec(db, "SELECT pg_sleep(30)"), Exec(db, "SELECT pg_sleep(30)"))
+		errs <- err
+		WriteError(w, r, err)
+	}))
+	timeout := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/request-deadline" {
+			ctx, cancel := context.WithTimeout(r.Context(), 50*time.Millisecond)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
+		handler.ServeHTTP(w, r)
+	})
+	srv, c := serveHandler(t, timeout)
+	for _, path := range []string{"/fanout-deadline", "/request-deadline"} {
+		r := get(context.Background(), c, srv.URL+path)
+		err := <-errs
+		var pqErr *pq.Error
+		if !errors.As(err, &pqErr) || pqErr.Code != "57014" || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s: Fanout = %v, want a *pq.Error 57014 that also matches DeadlineExceeded", path, err)
+		}
+		if r.status != http.StatusGatewayTimeout {
+			t.Errorf("%s: answered %d %q, want 504", path, r.status, r.body)
+		}
+	}
+}

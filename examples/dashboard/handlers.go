@@ -1,0 +1,410 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/reqpool/reqpool"
+)
+
+// The SQL of the endpoints. reqpool appends /*request_id='…'*/ to each
+// statement, which is how pg_stat_activity ties a query to its HTTP request.
+// Two rules follow, checked by TestQueriesAreTagged:
+//
+//   - no comment inside a statement: reqpool leaves a statement that already
+//     has one ("--" or "/*") untagged, as sqlcommenter asks;
+//   - short statements: pg_stat_activity shows only the first
+//     track_activity_query_size bytes (1024 by default) of a query, and the
+//     tag comes last.
+const (
+	orgQuery = `SELECT id, name, plan, created_at FROM orgs WHERE id = $1`
+
+	userCountQuery = `SELECT count(*) FROM users WHERE org_id = $1`
+
+	openOrdersQuery = `SELECT count(*) AS count, COALESCE(sum(amount_cents), 0) AS amount_cents
+FROM orders WHERE org_id = $1 AND state = 'open'`
+
+	// Revenue of the current month and the 5 before it. The orders are
+	// aggregated first and joined to the months afterwards, so that a month
+	// without orders is still listed, and so that the planner does not
+	// multiply its guess of 1000 rows for generate_series into the orders
+	// scan (that plan costs enough to switch JIT on: 200 ms instead of 10).
+	revenueQuery = `SELECT to_char(m.month, 'YYYY-MM') AS month, COALESCE(r.orders, 0) AS orders, COALESCE(r.revenue_cents, 0) AS revenue_cents
+FROM generate_series(date_trunc('month', now()) - interval '5 months', date_trunc('month', now()), interval '1 month') AS m (month)
+LEFT JOIN (
+	SELECT date_trunc('month', created_at) AS month, count(*) AS orders, sum(amount_cents) AS revenue_cents
+	FROM orders
+	WHERE org_id = $1 AND state IN ('paid', 'shipped') AND created_at >= date_trunc('month', now()) - interval '5 months'
+	GROUP BY 1
+) AS r USING (month)
+ORDER BY m.month`
+
+	recentEventsQuery = `SELECT e.id, e.kind, e.created_at, e.user_id, u.name AS user_name
+FROM events AS e JOIN users AS u ON u.id = e.user_id
+WHERE e.org_id = $1
+ORDER BY e.created_at DESC LIMIT 10`
+)
+
+// The report's queries are real aggregates made slow on purpose, so that
+// one can watch them in pg_stat_activity and see them cancelled. Each one
+// sleeps $2 seconds first: (SELECT pg_sleep($2)) is an InitPlan, and the
+// condition on it a one-time filter that PostgreSQL evaluates before reading
+// any row. Joining pg_sleep($2) in FROM instead would be skipped whenever
+// the org has no rows to join.
+const (
+	ordersByStateQuery = `SELECT state, count(*) AS orders, sum(amount_cents) AS amount_cents
+FROM orders
+WHERE org_id = $1 AND (SELECT pg_sleep($2)) IS NOT NULL
+GROUP BY state ORDER BY state`
+
+	topCustomersQuery = `SELECT u.id AS user_id, u.name, count(*) AS orders, sum(o.amount_cents) AS revenue_cents
+FROM orders AS o JOIN users AS u ON u.id = o.user_id
+WHERE o.org_id = $1 AND o.state IN ('paid', 'shipped') AND (SELECT pg_sleep($2)) IS NOT NULL
+GROUP BY u.id ORDER BY revenue_cents DESC, u.id LIMIT 5`
+
+	eventsByKindQuery = `SELECT kind, count(*) AS events
+FROM events
+WHERE org_id = $1 AND created_at >= now() - interval '30 days' AND (SELECT pg_sleep($2)) IS NOT NULL
+GROUP BY kind ORDER BY events DESC, kind`
+
+	activeUsersQuery = `SELECT count(DISTINCT user_id)
+FROM events
+WHERE org_id = $1 AND created_at >= now() - interval '30 days' AND (SELECT pg_sleep($2)) IS NOT NULL`
+)
+
+const (
+	// dashboardTimeout bounds the dashboard's queries. Past it, they are
+	// cancelled and the client gets 504: a dashboard that takes longer is
+	// not worth the database time.
+	dashboardTimeout = 5 * time.Second
+
+	// defaultReportSleep and maxReportSleep are the report's default and
+	// largest pg_sleep, in seconds.
+	defaultReportSleep = 5
+	maxReportSleep     = 60
+
+	// maxReportTimeout is the largest timeout a report request may ask for,
+	// in seconds.
+	maxReportTimeout = 3600
+)
+
+// org is a row of orgs.
+type org struct {
+	ID        int64     `db:"id" json:"id"`
+	Name      string    `db:"name" json:"name"`
+	Plan      string    `db:"plan" json:"plan"`
+	CreatedAt time.Time `db:"created_at" json:"created_at"`
+}
+
+// orderTotals counts orders and adds up their amounts.
+type orderTotals struct {
+	Count       int64 `db:"count" json:"count"`
+	AmountCents int64 `db:"amount_cents" json:"amount_cents"`
+}
+
+// monthRevenue is the revenue (paid and shipped orders) of one month.
+type monthRevenue struct {
+	Month        string `db:"month" json:"month"` // YYYY-MM
+	Orders       int64  `db:"orders" json:"orders"`
+	RevenueCents int64  `db:"revenue_cents" json:"revenue_cents"`
+}
+
+// event is a row of events, with the name of its user.
+type event struct {
+	ID        int64     `db:"id" json:"id"`
+	Kind      string    `db:"kind" json:"kind"`
+	CreatedAt time.Time `db:"created_at" json:"created_at"`
+	UserID    int64     `db:"user_id" json:"user_id"`
+	UserName  string    `db:"user_name" json:"user_name"`
+}
+
+// dashboard is the answer of GET /orgs/{id}/dashboard.
+type dashboard struct {
+	Org          org            `json:"org"`
+	Users        int64          `json:"users"`
+	OpenOrders   orderTotals    `json:"open_orders"`
+	Revenue      []monthRevenue `json:"revenue_by_month"` // the last 6 months, oldest first
+	RecentEvents []event        `json:"recent_events"`    // the 10 most recent, newest first
+}
+
+// stateTotals is the orders of one state.
+type stateTotals struct {
+	State       string `db:"state" json:"state"`
+	Orders      int64  `db:"orders" json:"orders"`
+	AmountCents int64  `db:"amount_cents" json:"amount_cents"`
+}
+
+// customer is a user with what they spent.
+type customer struct {
+	UserID       int64  `db:"user_id" json:"user_id"`
+	Name         string `db:"name" json:"name"`
+	Orders       int64  `db:"orders" json:"orders"`
+	RevenueCents int64  `db:"revenue_cents" json:"revenue_cents"`
+}
+
+// kindCount is the number of events of one kind.
+type kindCount struct {
+	Kind   string `db:"kind" json:"kind"`
+	Events int64  `db:"events" json:"events"`
+}
+
+// report is the answer of GET /orgs/{id}/report.
+type report struct {
+	OrgID         int64         `json:"org_id"`
+	SleepSeconds  float64       `json:"sleep_seconds"` // what each query slept
+	OrdersByState []stateTotals `json:"orders_by_state"`
+	TopCustomers  []customer    `json:"top_customers"`
+	EventsByKind  []kindCount   `json:"events_by_kind_30d"`
+	ActiveUsers   int64         `json:"active_users_30d"`
+}
+
+// poolStats is reqpool.Stats with JSON names.
+type poolStats struct {
+	Workers   int    `json:"workers"`
+	Running   int    `json:"running"`
+	Queued    int    `json:"queued"`
+	Requests  int    `json:"requests"`
+	Submitted uint64 `json:"submitted"`
+	Completed uint64 `json:"completed"`
+	Failed    uint64 `json:"failed"`
+	Dropped   uint64 `json:"dropped"`
+	Rejected  uint64 `json:"rejected"`
+}
+
+// dbStats is the part of sql.DBStats worth watching next to the pool.
+type dbStats struct {
+	MaxOpen        int     `json:"max_open"`
+	Open           int     `json:"open"`
+	InUse          int     `json:"in_use"`
+	Idle           int     `json:"idle"`
+	WaitCount      int64   `json:"wait_count"` // waits for a free connection: with MaxOpenConns = Workers, there should be none
+	WaitDurationMS float64 `json:"wait_duration_ms"`
+	MaxIdleClosed  int64   `json:"max_idle_closed"`
+}
+
+// stats is the answer of GET /stats.
+type stats struct {
+	Pool poolStats `json:"pool"`
+	DB   dbStats   `json:"db"`
+}
+
+// app is the dashboard service: its pool, its database and its routes. It
+// does not listen: main serves Handler with an http.Server, and the tests
+// with httptest.
+type app struct {
+	db      *sqlx.DB
+	pool    *reqpool.Pool
+	log     *slog.Logger
+	handler http.Handler
+}
+
+// newApp returns the service for db, with a reqpool.Pool configured by cfg.
+// It sizes db's connection pool to the pool's Workers: every query holds one
+// connection for as long as it holds a worker, so more connections would sit
+// unused and fewer would make queries wait for one behind the pool's back.
+// Call Shutdown when done; db stays the caller's to close.
+func newApp(db *sqlx.DB, cfg reqpool.Config, log *slog.Logger) (*app, error) {
+	pool, err := reqpool.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	workers := pool.Config().Workers
+	db.SetMaxOpenConns(workers)
+	db.SetMaxIdleConns(workers)
+
+	a := &app{db: db, pool: pool, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /orgs/{id}/dashboard", a.dashboard)
+	mux.HandleFunc("GET /orgs/{id}/report", a.report)
+	mux.HandleFunc("GET /stats", a.stats)
+	mux.HandleFunc("GET /healthz", a.healthz)
+	a.handler = reqpool.Middleware(pool)(mux)
+	return a, nil
+}
+
+// Handler returns the service's HTTP handler: every route, behind
+// reqpool.Middleware.
+func (a *app) Handler() http.Handler { return a.handler }
+
+// Shutdown closes the pool once its admitted queries are done, or cancels
+// them when ctx ends first; see reqpool.Pool.Shutdown. Shut the HTTP server
+// down first, so that no handler is left to fan out.
+func (a *app) Shutdown(ctx context.Context) error {
+	return a.pool.Shutdown(ctx)
+}
+
+// dashboard answers GET /orgs/{id}/dashboard: the org, its user count, its
+// open orders, its revenue per month and its latest events, from 5 queries
+// run in parallel.
+func (a *app) dashboard(w http.ResponseWriter, r *http.Request) {
+	id, ok := orgID(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dashboardTimeout)
+	defer cancel()
+
+	// Non-nil slices, so that an org without events gets [] and not null.
+	d := dashboard{Revenue: []monthRevenue{}, RecentEvents: []event{}}
+	err := reqpool.Fanout(ctx,
+		reqpool.Get(a.db, &d.Org, orgQuery, id),
+		reqpool.Get(a.db, &d.Users, userCountQuery, id),
+		reqpool.Get(a.db, &d.OpenOrders, openOrdersQuery, id),
+		reqpool.Select(a.db, &d.Revenue, revenueQuery, id),
+		reqpool.Select(a.db, &d.RecentEvents, recentEventsQuery, id),
+	)
+	// A missing org fails the Get, which cancels the other four queries.
+	// That is cheap in time, but lib/pq pays for cancelling a statement in
+	// flight with its connection: it sends the cancel request on a new one
+	// and closes the old. An API that expects many unknown ids would rather
+	// look the org up first, at the price of a round trip for every request.
+	if errors.Is(err, sql.ErrNoRows) {
+		http.Error(w, "org not found", http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.writeJSON(w, r, d)
+}
+
+// report answers GET /orgs/{id}/report?sleep=SECONDS[&timeout=SECONDS]: 4
+// aggregates of the org, each made to sleep first (default 5 s, at most 60),
+// so that there is time to hang up and watch the queries go. With a timeout
+// above 0, the queries are cancelled after that long and the answer is 504. It does
+// not check that the org exists: an unknown org gets an empty report.
+func (a *app) report(w http.ResponseWriter, r *http.Request) {
+	id, ok := orgID(w, r)
+	if !ok {
+		return
+	}
+	sleep, err := seconds(r, "sleep", defaultReportSleep, maxReportSleep)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	timeout, err := seconds(r, "timeout", 0, maxReportTimeout)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ctx := r.Context()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(timeout*float64(time.Second)))
+		defer cancel()
+	}
+
+	rep := report{OrgID: id, SleepSeconds: sleep,
+		OrdersByState: []stateTotals{}, TopCustomers: []customer{}, EventsByKind: []kindCount{}}
+	err = reqpool.Fanout(ctx,
+		reqpool.Select(a.db, &rep.OrdersByState, ordersByStateQuery, id, sleep),
+		reqpool.Select(a.db, &rep.TopCustomers, topCustomersQuery, id, sleep),
+		reqpool.Select(a.db, &rep.EventsByKind, eventsByKindQuery, id, sleep),
+		reqpool.Get(a.db, &rep.ActiveUsers, activeUsersQuery, id, sleep),
+	)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.writeJSON(w, r, rep)
+}
+
+// stats answers GET /stats with the pool's and the database's gauges and
+// counters.
+func (a *app) stats(w http.ResponseWriter, r *http.Request) {
+	p, d := a.pool.Stats(), a.db.Stats()
+	a.writeJSON(w, r, stats{
+		Pool: poolStats{
+			Workers: p.Workers, Running: p.Running, Queued: p.Queued, Requests: p.Requests,
+			Submitted: p.Submitted, Completed: p.Completed, Failed: p.Failed, Dropped: p.Dropped, Rejected: p.Rejected,
+		},
+		DB: dbStats{
+			MaxOpen: d.MaxOpenConnections, Open: d.OpenConnections, InUse: d.InUse, Idle: d.Idle,
+			WaitCount: d.WaitCount, WaitDurationMS: float64(d.WaitDuration) / float64(time.Millisecond),
+			MaxIdleClosed: d.MaxIdleClosed,
+		},
+	})
+}
+
+// healthz answers GET /healthz with 200 "ok". It is a liveness check: it
+// does not touch the database, so that a database outage does not get the
+// process restarted for nothing.
+func (a *app) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+// fail answers a request whose Fanout failed with err, and logs err with
+// the request id: the client gets a status, the log the detail.
+func (a *app) fail(w http.ResponseWriter, r *http.Request, err error) {
+	log := a.log.With("route", r.Pattern, "request_id", requestID(r.Context()), "err", err)
+	switch {
+	case errors.Is(err, reqpool.ErrClosed), errors.Is(err, reqpool.ErrQueueFull):
+		log.Warn("refused: overloaded or shutting down")
+	case errors.Is(err, context.DeadlineExceeded):
+		log.Warn("deadline exceeded; queries cancelled")
+	case r.Context().Err() != nil:
+		log.Info("client went away; its queries were cancelled")
+	default:
+		log.Error("queries failed")
+	}
+	reqpool.WriteError(w, r, err)
+}
+
+// writeJSON answers with v as JSON.
+func (a *app) writeJSON(w http.ResponseWriter, r *http.Request, v any) {
+	// Encode first, so that a failure can still be answered with a 500.
+	body, err := json.Marshal(v)
+	if err != nil {
+		a.log.Error("encode response", "route", r.Pattern, "request_id", requestID(r.Context()), "err", err)
+		http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(append(body, '\n'))
+}
+
+// requestID returns the id reqpool.Middleware gave the request of ctx.
+func requestID(ctx context.Context) string {
+	if h, ok := reqpool.FromContext(ctx); ok {
+		return h.ID()
+	}
+	return ""
+}
+
+// orgID returns the {id} of the request's path. When it is not a positive
+// integer, it answers 400 and returns false.
+func orgID(w http.ResponseWriter, r *http.Request) (int64, bool) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		http.Error(w, "invalid org id: want a positive integer", http.StatusBadRequest)
+		return 0, false
+	}
+	return id, true
+}
+
+// seconds returns the query parameter name as a number of seconds: def when
+// it is absent, limit when it is larger, an error when it is not a number or
+// is negative.
+func seconds(r *http.Request, name string, def, limit float64) (float64, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	s, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(s) || s < 0 {
+		return 0, fmt.Errorf("invalid %s: want a number of seconds >= 0", name)
+	}
+	return min(s, limit), nil
+}

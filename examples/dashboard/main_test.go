@@ -1,0 +1,463 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/reqpool/reqpool"
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the run if a test leaves a goroutine behind: a handler, a
+// query, a lib/pq cancel request, a client or server connection.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testConfig is the pool the tests run the app with: small, so that the
+// concurrency test queues, yet wide enough for the report's 4 queries.
+var testConfig = reqpool.Config{Workers: 4}
+
+var (
+	schemaOnce sync.Once
+	schemaErr  error
+)
+
+// testDB opens a database handle on $DATABASE_URL, closed when the test
+// ends, and loads the schema the first time. Without DATABASE_URL the test
+// is skipped, except in CI (CI=true), where skipping would hide that nothing
+// was tested.
+func testDB(t *testing.T) *sqlx.DB {
+	t.Helper()
+	dsn := os.Getenv("DATABASE_URL")
+	if dsn == "" {
+		const how = "run the tests with ../../scripts/with-postgres.sh, or set DATABASE_URL to a PostgreSQL database"
+		if os.Getenv("CI") == "true" {
+			t.Fatal("DATABASE_URL is not set, and CI=true: the PostgreSQL tests must not be skipped in CI; " + how)
+		}
+		t.Skip("DATABASE_URL is not set: " + how)
+	}
+	db, err := openDB(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+
+	schemaOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), schemaTimeout)
+		defer cancel()
+		start := time.Now()
+		var loaded bool
+		if loaded, schemaErr = ensureSchema(ctx, db, false); loaded && schemaErr == nil {
+			t.Logf("schema and seed loaded in %v", time.Since(start).Round(time.Millisecond))
+		}
+	})
+	if schemaErr != nil {
+		t.Fatalf("load schema: %v", schemaErr)
+	}
+	return db
+}
+
+// startApp serves a new app, on its own database handle, with httptest.
+// When the test ends, the server is closed (which waits for its handlers),
+// the pool shut down and checked idle, and the database handle closed.
+func startApp(t *testing.T) (*app, *httptest.Server) {
+	t.Helper()
+	db := testDB(t)
+	a, err := newApp(db, testConfig, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	t.Cleanup(func() {
+		srv.Close() // also closes the idle connections of srv.Client()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := a.Shutdown(ctx); err != nil {
+			t.Errorf("pool shutdown: %v", err)
+		}
+		if s := a.pool.Stats(); s.Running != 0 || s.Queued != 0 || s.Requests != 0 {
+			t.Errorf("pool not idle after shutdown: %+v", s)
+		}
+	})
+	return a, srv
+}
+
+// get sends GET path to srv, with X-Request-ID id unless id is empty, and
+// returns the response and its body.
+func get(t *testing.T, srv *httptest.Server, path, id string) (*http.Response, []byte) {
+	t.Helper()
+	resp, body, err := fetch(t.Context(), srv, path, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+// fetch is get for any goroutine: it returns its errors rather than failing
+// the test.
+func fetch(ctx context.Context, srv *httptest.Server, path, id string) (*http.Response, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+path, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if id != "" {
+		req.Header.Set(reqpool.RequestIDHeader, id)
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("GET %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("GET %s: read body: %w", path, err)
+	}
+	return resp, body, nil
+}
+
+// getJSON is get that expects 200 and decodes the JSON body into v.
+func getJSON(t *testing.T, srv *httptest.Server, path, id string, v any) *http.Response {
+	t.Helper()
+	resp, body := get(t, srv, path, id)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", path, resp.Status, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("GET %s: Content-Type %q, want application/json", path, ct)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s: decode %s: %v", path, body, err)
+	}
+	return resp
+}
+
+func TestDashboard(t *testing.T) {
+	_, srv := startApp(t)
+
+	var d dashboard
+	resp := getJSON(t, srv, "/orgs/1/dashboard", "test-dashboard-1", &d)
+	if got := resp.Header.Get(reqpool.RequestIDHeader); got != "test-dashboard-1" {
+		t.Errorf("X-Request-ID = %q, want the request's test-dashboard-1", got)
+	}
+	if d.Org.ID != 1 || d.Org.Name == "" || d.Org.CreatedAt.IsZero() {
+		t.Errorf("org = %+v, want org 1 with a name and a creation time", d.Org)
+	}
+	if d.Users <= 0 {
+		t.Errorf("users = %d, want > 0", d.Users)
+	}
+	if d.OpenOrders.Count <= 0 || d.OpenOrders.AmountCents <= 0 {
+		t.Errorf("open orders = %+v, want some", d.OpenOrders)
+	}
+	if len(d.Revenue) != 6 {
+		t.Errorf("revenue has %d months, want 6: %+v", len(d.Revenue), d.Revenue)
+	}
+	if !slices.IsSortedFunc(d.Revenue, func(a, b monthRevenue) int { return strings.Compare(a.Month, b.Month) }) {
+		t.Errorf("revenue months not in order: %+v", d.Revenue)
+	}
+	if len(d.RecentEvents) != 10 {
+		t.Errorf("%d recent events, want 10", len(d.RecentEvents))
+	}
+	if !slices.IsSortedFunc(d.RecentEvents, func(a, b event) int { return b.CreatedAt.Compare(a.CreatedAt) }) {
+		t.Errorf("recent events not newest first: %+v", d.RecentEvents)
+	}
+
+	// Latency, for the record: sequential requests on a warm cache.
+	const n = 50
+	lat := make([]time.Duration, n)
+	for i := range lat {
+		start := time.Now()
+		getJSON(t, srv, "/orgs/1/dashboard", "", &d)
+		lat[i] = time.Since(start)
+	}
+	slices.Sort(lat)
+	t.Logf("dashboard of org 1, %d sequential requests: p50 %v, p90 %v, max %v",
+		n, lat[n/2].Round(10*time.Microsecond), lat[n*9/10].Round(10*time.Microsecond), lat[n-1].Round(10*time.Microsecond))
+}
+
+func TestDashboardErrors(t *testing.T) {
+	_, srv := startApp(t)
+	for _, tc := range []struct {
+		path string
+		want int
+	}{
+		{"/orgs/999999/dashboard", http.StatusNotFound},
+		{"/orgs/abc/dashboard", http.StatusBadRequest},
+		{"/orgs/0/dashboard", http.StatusBadRequest},
+		{"/orgs/-1/dashboard", http.StatusBadRequest},
+		{"/orgs/99999999999999999999/dashboard", http.StatusBadRequest}, // overflows int64
+	} {
+		resp, body := get(t, srv, tc.path, "")
+		if resp.StatusCode != tc.want {
+			t.Errorf("GET %s: %s (%s), want %d", tc.path, resp.Status, strings.TrimSpace(string(body)), tc.want)
+		}
+		// Middleware gives every request an id, even one without the header.
+		if resp.Header.Get(reqpool.RequestIDHeader) == "" {
+			t.Errorf("GET %s: no X-Request-ID in the response", tc.path)
+		}
+	}
+}
+
+func TestReport(t *testing.T) {
+	_, srv := startApp(t)
+
+	var rep report
+	getJSON(t, srv, "/orgs/1/report?sleep=0", "", &rep)
+	if rep.OrgID != 1 || rep.SleepSeconds != 0 {
+		t.Errorf("org %d, sleep %v; want 1, 0", rep.OrgID, rep.SleepSeconds)
+	}
+	if len(rep.OrdersByState) != 4 {
+		t.Errorf("orders in %d states, want 4: %+v", len(rep.OrdersByState), rep.OrdersByState)
+	}
+	if len(rep.TopCustomers) != 5 || len(rep.EventsByKind) == 0 || rep.ActiveUsers <= 0 {
+		t.Errorf("implausible report: %+v", rep)
+	}
+
+	for _, q := range []string{"sleep=-1", "sleep=abc", "sleep=NaN", "timeout=-1", "timeout=x"} {
+		path := "/orgs/1/report?" + q
+		if resp, body := get(t, srv, path, ""); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET %s: %s (%s), want 400", path, resp.Status, strings.TrimSpace(string(body)))
+		}
+	}
+}
+
+// TestReportCancelledWhenClientHangsUp hangs up on a slow report once its
+// 4 queries run in PostgreSQL, and expects them gone within 500 ms.
+func TestReportCancelledWhenClientHangsUp(t *testing.T) {
+	_, srv := startApp(t)
+	monitor := testDB(t) // the app's connections are the app's
+	id := fmt.Sprintf("test-hangup-%d", time.Now().UnixNano())
+
+	ctx, hangUp := context.WithCancel(t.Context())
+	defer hangUp()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/orgs/1/report?sleep=30", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(reqpool.RequestIDHeader, id)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := srv.Client().Do(req)
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("got an answer: %s", resp.Status)
+		}
+		done <- err
+	}()
+
+	took := waitQueries(t, monitor, id, 5*time.Second, func(n int) bool { return n == 4 })
+	t.Logf("4 queries running in PostgreSQL %v after the request was sent", took.Round(time.Millisecond))
+	hangUp()
+	took = waitQueries(t, monitor, id, 500*time.Millisecond, func(n int) bool { return n == 0 })
+	t.Logf("queries gone from pg_stat_activity %v after the hang-up", took.Round(time.Millisecond))
+
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("client: %v, want context.Canceled", err)
+	}
+}
+
+// TestReportTimeout asks for a report with a deadline shorter than its
+// queries: 504, and the queries gone.
+func TestReportTimeout(t *testing.T) {
+	_, srv := startApp(t)
+	monitor := testDB(t)
+	id := fmt.Sprintf("test-timeout-%d", time.Now().UnixNano())
+
+	start := time.Now()
+	resp, body := get(t, srv, "/orgs/1/report?sleep=30&timeout=0.3", id)
+	took := time.Since(start)
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("%s (%s), want 504", resp.Status, strings.TrimSpace(string(body)))
+	}
+	if took > 2*time.Second {
+		t.Errorf("answered after %v, want about 300 ms", took)
+	}
+	gone := waitQueries(t, monitor, id, 500*time.Millisecond, func(n int) bool { return n == 0 })
+	t.Logf("504 after %v; queries gone %v later", took.Round(time.Millisecond), gone.Round(time.Millisecond))
+}
+
+// TestShutdownCancelsReport shuts the app down with a short deadline while
+// a report runs: its queries are cancelled and its client, still there, gets
+// 503 rather than nothing.
+func TestShutdownCancelsReport(t *testing.T) {
+	a, srv := startApp(t)
+	monitor := testDB(t)
+	id := fmt.Sprintf("test-shutdown-%d", time.Now().UnixNano())
+
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, _, err := fetch(t.Context(), srv, "/orgs/1/report?sleep=30", id)
+		done <- answer{resp, err}
+	}()
+	waitQueries(t, monitor, id, 5*time.Second, func(n int) bool { return n == 4 })
+
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := a.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown: %v, want context.DeadlineExceeded", err)
+	}
+	t.Logf("Shutdown returned after %v", time.Since(start).Round(time.Millisecond))
+	waitQueries(t, monitor, id, 500*time.Millisecond, func(n int) bool { return n == 0 })
+
+	ans := <-done
+	if ans.err != nil {
+		t.Fatal(ans.err)
+	}
+	if ans.resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("report cut off by shutdown: %s, want 503", ans.resp.Status)
+	}
+}
+
+// TestConcurrentDashboards runs more dashboards at once than the pool has
+// workers: all succeed, and since the connection pool is as large as the
+// worker pool, no query ever waits for a connection.
+func TestConcurrentDashboards(t *testing.T) {
+	_, srv := startApp(t)
+	const n = 24
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			path := fmt.Sprintf("/orgs/%d/dashboard", 1+i%50)
+			resp, body, err := fetch(t.Context(), srv, path, "")
+			switch {
+			case err != nil:
+				errs[i] = err
+			case resp.StatusCode != http.StatusOK:
+				errs[i] = fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
+			default:
+				var d dashboard
+				if err := json.Unmarshal(body, &d); err != nil || d.Users <= 0 {
+					errs[i] = fmt.Errorf("GET %s: %s: users %d, %v", path, body, d.Users, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+
+	var s stats
+	getJSON(t, srv, "/stats", "", &s)
+	if s.Pool.Workers != testConfig.Workers || s.DB.MaxOpen != testConfig.Workers {
+		t.Errorf("workers %d, max open connections %d; want both %d", s.Pool.Workers, s.DB.MaxOpen, testConfig.Workers)
+	}
+	if s.Pool.Completed != n*5 || s.Pool.Failed != 0 || s.Pool.Rejected != 0 {
+		t.Errorf("pool stats %+v, want %d queries completed, none failed or rejected", s.Pool, n*5)
+	}
+	if s.Pool.Requests != 1 || s.Pool.Running != 0 { // only /stats itself is live
+		t.Errorf("pool gauges %+v, want 1 live request and nothing running", s.Pool)
+	}
+	if s.DB.WaitCount != 0 || s.DB.Open > testConfig.Workers {
+		t.Errorf("db stats %+v, want no wait for a connection and at most %d open", s.DB, testConfig.Workers)
+	}
+}
+
+func TestHealthz(t *testing.T) {
+	_, srv := startApp(t)
+	resp, body := get(t, srv, "/healthz", "")
+	if resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
+		t.Errorf("GET /healthz: %s %q, want 200 \"ok\\n\"", resp.Status, body)
+	}
+}
+
+// runningQueries returns how many statements tagged with request id are
+// running in PostgreSQL (or holding a transaction open), other than the
+// caller's. The tag is passed as a parameter, so that the text of this
+// query, which pg_stat_activity shows too, does not contain it.
+func runningQueries(ctx context.Context, db *sqlx.DB, id string) (int, error) {
+	var n int
+	err := db.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity
+WHERE state <> 'idle' AND pid <> pg_backend_pid() AND strpos(query, $1) > 0`,
+		"/*request_id='"+id+"'*/")
+	return n, err
+}
+
+// waitQueries polls pg_stat_activity every 10 ms until ok accepts the number
+// of running queries of request id, and returns how long that took. It fails
+// the test if that takes longer than within.
+func waitQueries(t *testing.T, db *sqlx.DB, id string, within time.Duration, ok func(n int) bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(within)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ctx, cancel := context.WithDeadline(t.Context(), deadline.Add(time.Second))
+		n, err := runningQueries(ctx, db, id)
+		cancel()
+		if err != nil {
+			t.Fatalf("query pg_stat_activity: %v", err)
+		}
+		if ok(n) {
+			return time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v, %d queries of request %s still running", within, n, id)
+		}
+		<-tick.C
+	}
+}
+
+// TestQueriesAreTagged checks the rules of the SQL constants (see
+// handlers.go): reqpool can tag them, and the tag fits in pg_stat_activity.
+func TestQueriesAreTagged(t *testing.T) {
+	const trackActivityQuerySize = 1024                       // PostgreSQL's default
+	tag := "/*request_id='" + strings.Repeat("x", 64) + "'*/" // the longest id Middleware keeps
+	for name, q := range map[string]string{
+		"orgQuery": orgQuery, "userCountQuery": userCountQuery, "openOrdersQuery": openOrdersQuery,
+		"revenueQuery": revenueQuery, "recentEventsQuery": recentEventsQuery,
+		"ordersByStateQuery": ordersByStateQuery, "topCustomersQuery": topCustomersQuery,
+		"eventsByKindQuery": eventsByKindQuery, "activeUsersQuery": activeUsersQuery,
+	} {
+		if strings.Contains(q, "--") || strings.Contains(q, "/*") {
+			t.Errorf("%s has a comment: reqpool would leave it untagged", name)
+		}
+		if n := len(q) + 1 + len(tag); n >= trackActivityQuerySize {
+			t.Errorf("%s is %d bytes tagged: pg_stat_activity would cut the tag off at %d", name, n, trackActivityQuerySize-1)
+		}
+	}
+}
+
+func TestConnConfig(t *testing.T) {
+	// The environment can set a timeout too; these cases are about the DSN.
+	t.Setenv("PGCONNECT_TIMEOUT", "")
+	os.Unsetenv("PGCONNECT_TIMEOUT")
+	for _, tc := range []struct {
+		dsn  string
+		want time.Duration
+	}{
+		{"postgres://u@db.example:5433/app?sslmode=disable", defaultConnectTimeout},
+		{"postgres://u@db.example/app?connect_timeout=2", 2 * time.Second},
+		{"host=db.example dbname=app sslmode=disable", defaultConnectTimeout},
+		{"host=db.example dbname=app connect_timeout=7", 7 * time.Second},
+	} {
+		cfg, err := connConfig(tc.dsn)
+		if err != nil {
+			t.Errorf("connConfig(%q): %v", tc.dsn, err)
+			continue
+		}
+		if cfg.ConnectTimeout != tc.want || cfg.Host != "db.example" {
+			t.Errorf("connConfig(%q): host %q, connect timeout %v; want db.example, %v", tc.dsn, cfg.Host, cfg.ConnectTimeout, tc.want)
+		}
+	}
+}
