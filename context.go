@@ -25,7 +25,6 @@ type Handle struct {
 	index      int           // position in pool.ready, or -1
 	released   bool          // the context's CancelFunc was called
 	drained    chan struct{} // closed when running drops to 0 after release; nil unless someone waits
-	prev, next *Handle       // in pool.handles
 }
 
 // ID returns the request id: the X-Request-ID header's value when it was a
@@ -76,7 +75,7 @@ func (p *Pool) newContext(parent context.Context, id string) (context.Context, c
 	p.mu.Lock()
 	p.seq++
 	h.seq = p.seq
-	p.handles.add(h)
+	p.handles[h] = struct{}{}
 	p.mu.Unlock()
 	return ctx, h.release
 }
@@ -93,7 +92,7 @@ func (h *Handle) release() {
 	}
 	h.released = true
 	p.abandon(h)
-	p.handles.remove(h)
+	delete(p.handles, h)
 	var drained chan struct{}
 	if h.running > 0 {
 		h.drained = make(chan struct{})

@@ -260,36 +260,35 @@ func TestFairSeedCase(t *testing.T) {
 	const T = 100 * time.Millisecond
 	p := newPool(t, Config{Workers: 4})
 	started := make(chan string, 64)
-	srv, c := serve(t, p, fanoutHandler(started), nil)
+	srv, cl := serve(t, p, fanoutHandler(started), nil)
 	url := func(n int, tag string) string { return fmt.Sprintf("%s?n=%d&d=%v&tag=%s", srv.URL, n, T, tag) }
 
-	// Two requests of 4×T, 20 ms apart: the first is done at T, the second
-	// at 2T, and no policy can do better.
-	t.Run("4x4", func(t *testing.T) {
-		first, second := make(chan reply, 1), make(chan reply, 1)
-		start := time.Now()
-		launch(c, url(4, "a"), start, 0, first)
-		launch(c, url(4, "b"), start, 20*time.Millisecond, second)
-		r1, r2 := <-first, <-second
-		drain(started)
-		t.Logf("finished at %v and %v (T=%v)", r1.doneAt, r2.doneAt, T)
-		within(t, "first", r1, T, 14*T/10)
-		within(t, "second", r2, 2*T, 24*T/10)
-	})
-	// Two requests of 8×T, 5 ms apart, both queueing: the one nearer
-	// completion goes first, so they finish at 2T and 4T. Round-robin would
-	// give 3T and 4T.
-	t.Run("8x8", func(t *testing.T) {
-		first, second := make(chan reply, 1), make(chan reply, 1)
-		start := time.Now()
-		launch(c, url(8, "a"), start, 0, first)
-		launch(c, url(8, "b"), start, 5*time.Millisecond, second)
-		r1, r2 := <-first, <-second
-		drain(started)
-		t.Logf("finished at %v and %v (T=%v)", r1.doneAt, r2.doneAt, T)
-		within(t, "first", r1, 2*T, 24*T/10)
-		within(t, "second", r2, 4*T, 44*T/10)
-	})
+	for _, c := range []struct {
+		name                string
+		n                   int           // queries per request
+		gap                 time.Duration // between the two arrivals
+		first, second, slop time.Duration // expected completions, and the tolerance above them
+	}{
+		// Two requests of 4×T, 20 ms apart: the first is done at T, the
+		// second at 2T, and no policy can do better.
+		{"4x4", 4, 20 * time.Millisecond, T, 2 * T, 4 * T / 10},
+		// Two requests of 8×T, 5 ms apart, both queueing: the one nearer
+		// completion goes first, so they finish at 2T and 4T. Round-robin
+		// would give 3T and 4T.
+		{"8x8", 8, 5 * time.Millisecond, 2 * T, 4 * T, 4 * T / 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			first, second := make(chan reply, 1), make(chan reply, 1)
+			start := time.Now()
+			launch(cl, url(c.n, "a"), start, 0, first)
+			launch(cl, url(c.n, "b"), start, c.gap, second)
+			r1, r2 := <-first, <-second
+			drain(started)
+			t.Logf("finished at %v and %v (T=%v)", r1.doneAt, r2.doneAt, T)
+			within(t, "first", r1, c.first, c.first+c.slop)
+			within(t, "second", r2, c.second, c.second+c.slop)
+		})
+	}
 }
 
 func drain(c chan string) {

@@ -147,15 +147,15 @@ type Pool struct {
 	cfg   Config    // normalised by withDefaults; read-only after New
 	epoch time.Time // origin of Handle.arrival, monotonic
 
-	mu        sync.Mutex // protects the fields below and the scheduling fields of every Handle and group
-	running   int        // slots in use: executing queries, slot-holding callers between queries, starting helpers
-	executing int        // queries executing in counted slots (Stats.Running)
-	spawning  int        // helpers started and not yet holding a query
-	queued    int        // admitted queries not yet started
-	ready     readyHeap  // handles with queued queries below their PerRequest cap, smallest key first
-	handles   handleList // live handles, for Shutdown and Stats.Requests
-	closed    bool       // Shutdown was called
-	seq       uint64     // handles created, for Handle.seq
+	mu        sync.Mutex           // protects the fields below and the scheduling fields of every Handle and group
+	running   int                  // slots in use: executing queries, slot-holding callers between queries, starting helpers
+	executing int                  // queries executing in counted slots (Stats.Running)
+	spawning  int                  // helpers started and not yet holding a query
+	queued    int                  // admitted queries not yet started
+	ready     readyHeap            // handles with queued queries below their PerRequest cap, smallest key first
+	handles   map[*Handle]struct{} // live handles, for Shutdown and Stats.Requests
+	closed    bool                 // Shutdown was called
+	seq       uint64               // handles created, for Handle.seq
 	idle      chan struct{}
 	stats     Stats // cumulative counters
 }
@@ -166,7 +166,7 @@ func New(cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Pool{cfg: cfg, epoch: time.Now()}, nil
+	return &Pool{cfg: cfg, epoch: time.Now(), handles: make(map[*Handle]struct{})}, nil
 }
 
 // Config returns the pool's configuration with the defaults filled in.
@@ -195,7 +195,7 @@ func (p *Pool) Stats() Stats {
 	s.Workers = p.cfg.Workers
 	s.Running = p.executing
 	s.Queued = p.queued
-	s.Requests = p.handles.n
+	s.Requests = len(p.handles)
 	return s
 }
 
@@ -230,7 +230,7 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
-	for h := p.handles.head; h != nil; h = h.next {
+	for h := range p.handles {
 		h.cancel(errShutdown)
 		p.abandon(h)
 	}
@@ -481,32 +481,4 @@ func (r *readyHeap) Pop() any {
 	h.index = -1
 	*r = old[:len(old)-1]
 	return h
-}
-
-// handleList is an intrusive doubly linked list of live handles.
-type handleList struct {
-	head *Handle
-	n    int
-}
-
-func (l *handleList) add(h *Handle) {
-	h.next = l.head
-	if l.head != nil {
-		l.head.prev = h
-	}
-	l.head = h
-	l.n++
-}
-
-func (l *handleList) remove(h *Handle) {
-	if h.prev != nil {
-		h.prev.next = h.next
-	} else {
-		l.head = h.next
-	}
-	if h.next != nil {
-		h.next.prev = h.prev
-	}
-	h.prev, h.next = nil, nil
-	l.n--
 }

@@ -441,7 +441,7 @@ func TestShutdownCancelsWhenItsContextEnds(t *testing.T) {
 	if s := p.Stats(); s.Running != 0 || s.Queued != 0 || s.Dropped != 8 {
 		t.Errorf("after Shutdown: %+v", s)
 	}
-	if err := <-fanoutDone; !errors.Is(err, context.Canceled) {
-		t.Errorf("Fanout = %v, want context.Canceled", err)
+	if err := <-fanoutDone; !errors.Is(err, context.Canceled) || !errors.Is(err, ErrClosed) {
+		t.Errorf("Fanout = %v, want one matching both context.Canceled and ErrClosed", err)
 	}
 }
