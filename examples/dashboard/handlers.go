@@ -14,44 +14,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/reqpool/reqpool"
-)
-
-// The SQL of the endpoints. reqpool appends /*request_id='…'*/ to each
-// statement, which is how pg_stat_activity ties a query to its HTTP request.
-// Two rules follow, checked by TestQueriesAreTagged:
-//
-//   - no comment inside a statement: reqpool leaves a statement that already
-//     has one ("--" or "/*") untagged, as sqlcommenter asks;
-//   - short statements: pg_stat_activity shows only the first
-//     track_activity_query_size bytes (1024 by default) of a query, and the
-//     tag comes last.
-const (
-	orgQuery = `SELECT id, name, plan, created_at FROM orgs WHERE id = $1`
-
-	userCountQuery = `SELECT count(*) FROM users WHERE org_id = $1`
-
-	openOrdersQuery = `SELECT count(*) AS count, COALESCE(sum(amount_cents), 0) AS amount_cents
-FROM orders WHERE org_id = $1 AND state = 'open'`
-
-	// Revenue of the current month and the 5 before it. The orders are
-	// aggregated first and joined to the months afterwards, so that a month
-	// without orders is still listed, and so that the planner does not
-	// multiply its guess of 1000 rows for generate_series into the orders
-	// scan (that plan costs enough to switch JIT on: 200 ms instead of 10).
-	revenueQuery = `SELECT to_char(m.month, 'YYYY-MM') AS month, COALESCE(r.orders, 0) AS orders, COALESCE(r.revenue_cents, 0) AS revenue_cents
-FROM generate_series(date_trunc('month', now()) - interval '5 months', date_trunc('month', now()), interval '1 month') AS m (month)
-LEFT JOIN (
-	SELECT date_trunc('month', created_at) AS month, count(*) AS orders, sum(amount_cents) AS revenue_cents
-	FROM orders
-	WHERE org_id = $1 AND state IN ('paid', 'shipped') AND created_at >= date_trunc('month', now()) - interval '5 months'
-	GROUP BY 1
-) AS r USING (month)
-ORDER BY m.month`
-
-	recentEventsQuery = `SELECT e.id, e.kind, e.created_at, e.user_id, u.name AS user_name
-FROM events AS e JOIN users AS u ON u.id = e.user_id
-WHERE e.org_id = $1
-ORDER BY e.created_at DESC LIMIT 10`
+	"github.com/reqpool/reqpool/examples/dashboard/store"
 )
 
 // The report's queries are real aggregates made slow on purpose, so that
@@ -96,45 +59,6 @@ const (
 	// in seconds.
 	maxReportTimeout = 3600
 )
-
-// org is a row of orgs.
-type org struct {
-	ID        int64     `db:"id" json:"id"`
-	Name      string    `db:"name" json:"name"`
-	Plan      string    `db:"plan" json:"plan"`
-	CreatedAt time.Time `db:"created_at" json:"created_at"`
-}
-
-// orderTotals counts orders and adds up their amounts.
-type orderTotals struct {
-	Count       int64 `db:"count" json:"count"`
-	AmountCents int64 `db:"amount_cents" json:"amount_cents"`
-}
-
-// monthRevenue is the revenue (paid and shipped orders) of one month.
-type monthRevenue struct {
-	Month        string `db:"month" json:"month"` // YYYY-MM
-	Orders       int64  `db:"orders" json:"orders"`
-	RevenueCents int64  `db:"revenue_cents" json:"revenue_cents"`
-}
-
-// event is a row of events, with the name of its user.
-type event struct {
-	ID        int64     `db:"id" json:"id"`
-	Kind      string    `db:"kind" json:"kind"`
-	CreatedAt time.Time `db:"created_at" json:"created_at"`
-	UserID    int64     `db:"user_id" json:"user_id"`
-	UserName  string    `db:"user_name" json:"user_name"`
-}
-
-// dashboard is the answer of GET /orgs/{id}/dashboard.
-type dashboard struct {
-	Org          org            `json:"org"`
-	Users        int64          `json:"users"`
-	OpenOrders   orderTotals    `json:"open_orders"`
-	Revenue      []monthRevenue `json:"revenue_by_month"` // the last 6 months, oldest first
-	RecentEvents []event        `json:"recent_events"`    // the 10 most recent, newest first
-}
 
 // stateTotals is the orders of one state.
 type stateTotals struct {
@@ -253,15 +177,10 @@ func (a *app) dashboard(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), dashboardTimeout)
 	defer cancel()
 
-	// Non-nil slices, so that an org without events gets [] and not null.
-	d := dashboard{Revenue: []monthRevenue{}, RecentEvents: []event{}}
-	err := reqpool.Fanout(ctx,
-		reqpool.Get(a.db, &d.Org, orgQuery, id),
-		reqpool.Get(a.db, &d.Users, userCountQuery, id),
-		reqpool.Get(a.db, &d.OpenOrders, openOrdersQuery, id),
-		reqpool.Select(a.db, &d.Revenue, revenueQuery, id),
-		reqpool.Select(a.db, &d.RecentEvents, recentEventsQuery, id),
-	)
+	// The five queries are reqpool.Get and reqpool.Select calls on a.db;
+	// see store.Dashboard.Queries.
+	d := store.NewDashboard()
+	err := reqpool.Fanout(ctx, d.Queries(a.db, id)...)
 	// A missing org fails the Get, which cancels the other four queries.
 	// That is cheap in time, but lib/pq pays for cancelling a statement in
 	// flight with its connection: it sends the cancel request on a new one

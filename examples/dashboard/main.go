@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/reqpool/reqpool"
+	"github.com/reqpool/reqpool/examples/dashboard/store"
 )
 
 const (
@@ -72,7 +73,7 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	db, err := openDB(ctx, *dsn)
+	db, err := store.Open(ctx, *dsn)
 	if err != nil {
 		return err
 	}
@@ -80,7 +81,7 @@ func run(args []string) error {
 
 	start := time.Now()
 	loadCtx, cancel := context.WithTimeout(ctx, schemaTimeout)
-	loaded, err := ensureSchema(loadCtx, db, *forceInit)
+	loaded, err := store.Ensure(loadCtx, db, *forceInit)
 	cancel()
 	if err != nil {
 		return err

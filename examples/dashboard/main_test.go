@@ -18,6 +18,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/reqpool/reqpool"
+	"github.com/reqpool/reqpool/examples/dashboard/store"
 	"go.uber.org/goleak"
 )
 
@@ -48,7 +49,7 @@ func testDB(t *testing.T) *sqlx.DB {
 		}
 		t.Skip("DATABASE_URL is not set: " + how)
 	}
-	db, err := openDB(t.Context(), dsn)
+	db, err := store.Open(t.Context(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +60,7 @@ func testDB(t *testing.T) *sqlx.DB {
 		defer cancel()
 		start := time.Now()
 		var loaded bool
-		if loaded, schemaErr = ensureSchema(ctx, db, false); loaded && schemaErr == nil {
+		if loaded, schemaErr = store.Ensure(ctx, db, false); loaded && schemaErr == nil {
 			t.Logf("schema and seed loaded in %v", time.Since(start).Round(time.Millisecond))
 		}
 	})
@@ -148,7 +149,7 @@ func getJSON(t *testing.T, srv *httptest.Server, path, id string, v any) *http.R
 func TestDashboard(t *testing.T) {
 	_, srv := startApp(t)
 
-	var d dashboard
+	var d store.Dashboard
 	resp := getJSON(t, srv, "/orgs/1/dashboard", "test-dashboard-1", &d)
 	if got := resp.Header.Get(reqpool.RequestIDHeader); got != "test-dashboard-1" {
 		t.Errorf("X-Request-ID = %q, want the request's test-dashboard-1", got)
@@ -165,13 +166,13 @@ func TestDashboard(t *testing.T) {
 	if len(d.Revenue) != 6 {
 		t.Errorf("revenue has %d months, want 6: %+v", len(d.Revenue), d.Revenue)
 	}
-	if !slices.IsSortedFunc(d.Revenue, func(a, b monthRevenue) int { return strings.Compare(a.Month, b.Month) }) {
+	if !slices.IsSortedFunc(d.Revenue, func(a, b store.MonthRevenue) int { return strings.Compare(a.Month, b.Month) }) {
 		t.Errorf("revenue months not in order: %+v", d.Revenue)
 	}
 	if len(d.RecentEvents) != 10 {
 		t.Errorf("%d recent events, want 10", len(d.RecentEvents))
 	}
-	if !slices.IsSortedFunc(d.RecentEvents, func(a, b event) int { return b.CreatedAt.Compare(a.CreatedAt) }) {
+	if !slices.IsSortedFunc(d.RecentEvents, func(a, b store.Event) int { return b.CreatedAt.Compare(a.CreatedAt) }) {
 		t.Errorf("recent events not newest first: %+v", d.RecentEvents)
 	}
 
@@ -344,7 +345,7 @@ func TestConcurrentDashboards(t *testing.T) {
 			case resp.StatusCode != http.StatusOK:
 				errs[i] = fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
 			default:
-				var d dashboard
+				var d store.Dashboard
 				if err := json.Unmarshal(body, &d); err != nil || d.Users <= 0 {
 					errs[i] = fmt.Errorf("GET %s: %s: users %d, %v", path, body, d.Users, err)
 				}
@@ -419,13 +420,13 @@ func waitQueries(t *testing.T, db *sqlx.DB, id string, within time.Duration, ok 
 }
 
 // TestQueriesAreTagged checks the rules of the SQL constants (see
-// handlers.go): reqpool can tag them, and the tag fits in pg_stat_activity.
+// store/dashboard.go and handlers.go): reqpool can tag them, and the tag fits in pg_stat_activity.
 func TestQueriesAreTagged(t *testing.T) {
 	const trackActivityQuerySize = 1024                       // PostgreSQL's default
 	tag := "/*request_id='" + strings.Repeat("x", 64) + "'*/" // the longest id Middleware keeps
 	for name, q := range map[string]string{
-		"orgQuery": orgQuery, "userCountQuery": userCountQuery, "openOrdersQuery": openOrdersQuery,
-		"revenueQuery": revenueQuery, "recentEventsQuery": recentEventsQuery,
+		"OrgSQL": store.OrgSQL, "UserCountSQL": store.UserCountSQL, "OpenOrdersSQL": store.OpenOrdersSQL,
+		"RevenueSQL": store.RevenueSQL, "RecentEventsSQL": store.RecentEventsSQL,
 		"ordersByStateQuery": ordersByStateQuery, "topCustomersQuery": topCustomersQuery,
 		"eventsByKindQuery": eventsByKindQuery, "activeUsersQuery": activeUsersQuery,
 	} {
@@ -434,30 +435,6 @@ func TestQueriesAreTagged(t *testing.T) {
 		}
 		if n := len(q) + 1 + len(tag); n >= trackActivityQuerySize {
 			t.Errorf("%s is %d bytes tagged: pg_stat_activity would cut the tag off at %d", name, n, trackActivityQuerySize-1)
-		}
-	}
-}
-
-func TestConnConfig(t *testing.T) {
-	// The environment can set a timeout too; these cases are about the DSN.
-	t.Setenv("PGCONNECT_TIMEOUT", "")
-	os.Unsetenv("PGCONNECT_TIMEOUT")
-	for _, tc := range []struct {
-		dsn  string
-		want time.Duration
-	}{
-		{"postgres://u@db.example:5433/app?sslmode=disable", defaultConnectTimeout},
-		{"postgres://u@db.example/app?connect_timeout=2", 2 * time.Second},
-		{"host=db.example dbname=app sslmode=disable", defaultConnectTimeout},
-		{"host=db.example dbname=app connect_timeout=7", 7 * time.Second},
-	} {
-		cfg, err := connConfig(tc.dsn)
-		if err != nil {
-			t.Errorf("connConfig(%q): %v", tc.dsn, err)
-			continue
-		}
-		if cfg.ConnectTimeout != tc.want || cfg.Host != "db.example" {
-			t.Errorf("connConfig(%q): host %q, connect timeout %v; want db.example, %v", tc.dsn, cfg.Host, cfg.ConnectTimeout, tc.want)
 		}
 	}
 }

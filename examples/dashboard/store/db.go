@@ -1,4 +1,8 @@
-package main
+// Package store is the database side of the dashboard example: opening
+// PostgreSQL, loading the schema and seed data, and the dashboard's
+// statements. The benchmarks use it too, so that every pool they compare
+// runs the same SQL on the same data.
+package store
 
 import (
 	"context"
@@ -37,14 +41,14 @@ func connConfig(dsn string) (pq.Config, error) {
 	return cfg, nil
 }
 
-// openDB opens a connection pool for dsn and checks that the server answers.
+// Open opens a connection pool for dsn and checks that the server answers.
 //
 // It goes through a pq.Connector and sql.OpenDB rather than sql.Open: the
 // connector dials with the context of the query that needs the connection,
 // so a request that is cancelled while connecting stops waiting at once.
 // Editing the parsed pq.Config rather than the DSN text adds the connect
 // timeout without having to parse and rebuild both DSN syntaxes by hand.
-func openDB(ctx context.Context, dsn string) (*sqlx.DB, error) {
+func Open(ctx context.Context, dsn string) (*sqlx.DB, error) {
 	cfg, err := connConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parse database URL: %w", err)
@@ -61,11 +65,11 @@ func openDB(ctx context.Context, dsn string) (*sqlx.DB, error) {
 	return db, nil
 }
 
-// ensureSchema loads schema.sql (see loadSchema) when force is set, when one
+// Ensure loads schema.sql (see loadSchema) when force is set, when one
 // of the tables is missing, or when orgs is empty, and reports whether it did.
 // Otherwise it only costs two quick queries, so the app can call it on every
 // start.
-func ensureSchema(ctx context.Context, db *sqlx.DB, force bool) (loaded bool, err error) {
+func Ensure(ctx context.Context, db *sqlx.DB, force bool) (loaded bool, err error) {
 	if !force {
 		var tables int
 		err := db.GetContext(ctx, &tables, `SELECT num_nonnulls(to_regclass('orgs'), to_regclass('users'), to_regclass('orders'), to_regclass('events'))`)
