@@ -20,8 +20,7 @@ type Handle struct {
 	head, tail *group        // groups with queued queries, oldest first
 	queued     int           // queries admitted and not started
 	running    int           // queries executing in slots of their own
-	arrival    int64         // when the current work arrived, ns since pool.epoch
-	key        int64         // arrival + (queued+running)×Aging; see Pool
+	key        uint64        // head.arrival + (queued+running)×Workers; see Pool
 	index      int           // position in pool.ready, or -1
 	released   bool          // the context's CancelFunc was called
 	drained    chan struct{} // closed when running drops to 0 after release; nil unless someone waits

@@ -53,6 +53,7 @@ type group struct {
 	queries []Query
 
 	// Guarded by pool.mu.
+	arrival    uint64        // the pool's Stats.Completed when g was admitted
 	started    int           // queries[started:] are queued
 	pending    int           // queries neither finished nor dropped
 	executing  int           // queries executing, in any slot

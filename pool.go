@@ -14,7 +14,6 @@ const (
 	DefaultWorkers    = 16
 	DefaultQueueSize  = 1024
 	DefaultMaxFanout  = 128
-	DefaultAging      = 50 * time.Millisecond
 	DefaultRetryAfter = time.Second
 )
 
@@ -43,13 +42,6 @@ type Config struct {
 	// Workers+QueueSize is rejected, since such a Fanout could never fit.
 	MaxFanout int
 
-	// Aging bounds how long a large request can be passed over by smaller
-	// ones. The scheduler orders requests by arrival time plus remaining
-	// queries times Aging, so a request with n queries left is overtaken only
-	// by requests that arrive less than n×Aging after it. 0 means
-	// DefaultAging (50ms).
-	Aging time.Duration
-
 	// RetryAfter is the delay that WriteError advertises in the Retry-After
 	// header of a 503 answer, rounded up to whole seconds. 0 means
 	// DefaultRetryAfter (1s).
@@ -73,7 +65,6 @@ func (c Config) withDefaults() (Config, error) {
 		{"QueueSize", int64(c.QueueSize)},
 		{"PerRequest", int64(c.PerRequest)},
 		{"MaxFanout", int64(c.MaxFanout)},
-		{"Aging", int64(c.Aging)},
 		{"RetryAfter", int64(c.RetryAfter)},
 	} {
 		if f.v < 0 {
@@ -93,9 +84,6 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: MaxFanout %d exceeds Workers+QueueSize (%d): such a Fanout could never be admitted",
 			ErrInvalidConfig, c.MaxFanout, c.Workers+c.QueueSize)
 	}
-	if c.Aging == 0 {
-		c.Aging = DefaultAging
-	}
 	if c.RetryAfter == 0 {
 		c.RetryAfter = DefaultRetryAfter
 	}
@@ -113,17 +101,29 @@ func (c Config) withDefaults() (Config, error) {
 // handle). A worker slot that frees up takes the next query of the ready
 // request with the smallest key, where
 //
-//	key = arrival + remaining × Aging
+//	key = arrival + remaining × Workers
 //
-// arrival is when the request's current work arrived, and remaining counts its
-// queries queued or executing. Without the arrival term this is "fewest
-// remaining first", the usual approximation of shortest-remaining-processing-
-// time, which minimises mean latency: a request of 2 queries does not wait
-// behind the 160 of another, and of two requests that both have to queue the
-// one nearer completion finishes first. The arrival term is the aging: a
-// request with n queries left is overtaken only by requests that arrive less
-// than n×Aging after it, so none starves. Within a request, its Fanout calls
-// run in the order they were made, and a call's queries in argument order.
+// remaining counts the request's queries queued or executing, and arrival is
+// the pool's count of completed queries (Stats.Completed) when the request's
+// oldest queued Fanout was admitted. That count is the scheduler's clock: it runs at the
+// pace of the pool's own work, Workers completions taking about one query's
+// time at full load, so the policy needs no tuning to the queries' duration
+// and reads no wall clock.
+//
+// Without the arrival term this is "fewest remaining first", the usual
+// approximation of shortest-remaining-processing-time, which minimises mean
+// latency: a request of 2 queries does not wait behind the 160 of another,
+// and of two requests that both have to queue, the one nearer completion
+// finishes first. The arrival term is the aging that keeps large requests
+// from starving: a request with n queries left is overtaken only by requests
+// that arrive before the pool completes n × Workers more queries (at full
+// load, about n query times), and its key only shrinks as it runs. Past that
+// point only requests already queued can go first, and the queue holds at
+// most QueueSize queries. So a Fanout of n queries, alone on its handle, is
+// done once at most n×Workers + QueueSize + n + Workers queries have
+// completed after its admission, however many requests keep arriving. Ties go to the request created first. Within a request,
+// its Fanout calls run in the order they were made, and a call's queries in
+// argument order.
 //
 // Invariants, all under mu:
 //   - running <= Workers: every executing query holds a slot, counted in
@@ -144,8 +144,7 @@ func (c Config) withDefaults() (Config, error) {
 // each starting the next once it has taken a query. A slot holder that finds
 // nothing to run gives its slot back and, if it was a helper, exits.
 type Pool struct {
-	cfg   Config    // normalised by withDefaults; read-only after New
-	epoch time.Time // origin of Handle.arrival, monotonic
+	cfg Config // normalised by withDefaults; read-only after New
 
 	mu        sync.Mutex           // protects the fields below and the scheduling fields of every Handle and group
 	running   int                  // slots in use: executing queries, slot-holding callers between queries, starting helpers
@@ -166,7 +165,7 @@ func New(cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Pool{cfg: cfg, epoch: time.Now(), handles: make(map[*Handle]struct{})}, nil
+	return &Pool{cfg: cfg, handles: make(map[*Handle]struct{})}, nil
 }
 
 // Config returns the pool's configuration with the defaults filled in.
@@ -277,9 +276,7 @@ func (p *Pool) admit(g *group, lent bool) error {
 		return fmt.Errorf("%w: %d queries do not fit (%d queued, QueueSize %d, %d free workers)",
 			ErrQueueFull, n, p.queued, p.cfg.QueueSize, free)
 	}
-	if h.queued+h.running == 0 {
-		h.arrival = int64(time.Since(p.epoch))
-	}
+	g.arrival = p.stats.Completed
 	h.push(g)
 	h.queued += n
 	p.queued += n
@@ -289,10 +286,15 @@ func (p *Pool) admit(g *group, lent bool) error {
 }
 
 // rekey restores h's key and its place in (or out of) ready after any change
-// to its queued or running counts. Callers hold mu.
+// to its queued or running counts or to its groups. Only a handle with queued
+// queries has a key, from the arrival of its oldest queued group: a
+// long-lived handle (a job's) that always has some work does not keep the
+// arrival of its first Fanout forever. Callers hold mu.
 func (p *Pool) rekey(h *Handle) {
-	h.key = h.arrival + int64(h.queued+h.running)*int64(p.cfg.Aging)
 	eligible := h.queued > 0 && (p.cfg.PerRequest == 0 || h.running < p.cfg.PerRequest)
+	if h.head != nil {
+		h.key = h.head.arrival + uint64(h.queued+h.running)*uint64(p.cfg.Workers)
+	}
 	switch {
 	case eligible && h.index < 0:
 		heap.Push(&p.ready, h)

@@ -18,7 +18,6 @@ func TestNewValidatesConfig(t *testing.T) {
 		{QueueSize: -1},
 		{PerRequest: -1},
 		{MaxFanout: -1},
-		{Aging: -time.Second},
 		{RetryAfter: -time.Second},
 		{Workers: 2, QueueSize: 3, MaxFanout: 6},
 	} {
@@ -32,7 +31,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{Workers: DefaultWorkers, QueueSize: DefaultQueueSize, MaxFanout: DefaultMaxFanout,
-		Aging: DefaultAging, RetryAfter: DefaultRetryAfter}
+		RetryAfter: DefaultRetryAfter}
 	if got := p.Config(); got != want {
 		t.Errorf("zero Config became %+v, want %+v", got, want)
 	}
