@@ -3,8 +3,9 @@
 # in the example app, with the PostgreSQL tests run against a throwaway
 # server (or $DATABASE_URL when set).
 # make demo: the example app on a throwaway PostgreSQL with seeded data.
+# make bench: the benchmarks against the peers, into BENCHMARKS.md.
 GO ?= go
-MODULES := . examples/dashboard
+MODULES := . examples/dashboard benchmarks
 DEMO_ADDR ?= 127.0.0.1:8080
 
 .PHONY: test vet tidy race demo fuzz bench
@@ -28,5 +29,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzRequestID -fuzztime 30s .
 	$(GO) test -run '^$$' -fuzz FuzzAppendComment -fuzztime 30s .
 
+# The benchmarks against errgroup, a semaphore, pond and ants (benchmarks/,
+# a module of its own), PostgreSQL scenario included; writes BENCHMARKS.md.
+# About 11 minutes on 2 cores.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 .
+	scripts/with-postgres.sh sh -c 'cd benchmarks && $(GO) run . -out ../BENCHMARKS.md'

@@ -42,10 +42,10 @@
 //
 // # Cost
 //
-// A Fanout of 8 no-op queries costs about 650 ns and 3 allocations (about
-// 80 ns per query) on a 2-core machine, against about 2.3 µs and 20
+// A Fanout of 8 no-op queries costs about 600–750 ns and 3 allocations
+// (about 80 ns per query) on a 2-core machine, against about 2.4 µs and 20
 // allocations for an errgroup or a global semaphore with an errgroup; see
-// BenchmarkFanout8. The caller runs its own queries while a slot is free, so
+// BenchmarkFanout8, and BENCHMARKS.md for pond and ants. The caller runs its own queries while a slot is free, so
 // a Fanout on an idle pool hands nothing to another goroutine that it need
 // not.
 //

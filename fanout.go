@@ -17,10 +17,10 @@ var errNilQuery = errors.New("nil query")
 // not yet started; Fanout returns that failure as a *QueryError, whose Unwrap
 // gives the query's own error. A panicking query fails with a *PanicError.
 // If ctx ends while queries are still queued, they are dropped and Fanout
-// returns context.Cause(ctx) (or the failure of a query, if one failed
-// first, which then also matches the context's cause). When
-// Fanout returns, none of its queries is executing or will start, so the
-// caller may read whatever they wrote.
+// returns context.Cause(ctx), or the failure of a query if one failed first,
+// which then also matches the context's cause. When Fanout returns, none of
+// its queries is executing or will start, so the caller may read whatever
+// they wrote.
 //
 // Fanout fails at once, running nothing, with ErrNoHandle if ctx carries no
 // handle, ErrTooManyTasks above Config.MaxFanout queries, ErrQueueFull if

@@ -105,10 +105,10 @@ func (c Config) withDefaults() (Config, error) {
 //
 // remaining counts the request's queries queued or executing, and arrival is
 // the pool's count of completed queries (Stats.Completed) when the request's
-// oldest queued Fanout was admitted. That count is the scheduler's clock: it runs at the
-// pace of the pool's own work, Workers completions taking about one query's
-// time at full load, so the policy needs no tuning to the queries' duration
-// and reads no wall clock.
+// oldest queued Fanout was admitted. That count is the scheduler's clock: it
+// runs at the pace of the pool's own work, Workers completions taking about
+// one query's time at full load, so the policy needs no tuning to the
+// queries' duration and reads no wall clock.
 //
 // Without the arrival term this is "fewest remaining first", the usual
 // approximation of shortest-remaining-processing-time, which minimises mean
@@ -121,14 +121,15 @@ func (c Config) withDefaults() (Config, error) {
 // point only requests already queued can go first, and the queue holds at
 // most QueueSize queries. So a Fanout of n queries, alone on its handle, is
 // done once at most n×Workers + QueueSize + n + Workers queries have
-// completed after its admission, however many requests keep arriving. Ties go to the request created first. Within a request,
-// its Fanout calls run in the order they were made, and a call's queries in
-// argument order.
+// completed after its admission, however many requests keep arriving
+// (TestNoStarvation checks this bound). Ties go to the request created
+// first. Within a request, its Fanout calls run in the order they were made,
+// and a call's queries in argument order.
 //
 // Invariants, all under mu:
 //   - running <= Workers: every executing query holds a slot, counted in
 //     running. A nested Fanout's caller is the exception that proves the rule:
-//     it runs its queries in the slot its parent query holds (see lend).
+//     it runs its queries in the slot its parent query holds (see fanout).
 //   - A slot is free (running < Workers) only while no request is ready, or
 //     while a helper goroutine is starting (spawning > 0) to take the work:
 //     the pool is work-conserving.
@@ -155,8 +156,8 @@ type Pool struct {
 	handles   map[*Handle]struct{} // live handles, for Shutdown and Stats.Requests
 	closed    bool                 // Shutdown was called
 	seq       uint64               // handles created, for Handle.seq
-	idle      chan struct{}
-	stats     Stats // cumulative counters
+	idle      chan struct{}        // closed by signalIdle once closed with nothing queued or running; nil until Shutdown
+	stats     Stats                // cumulative counters
 }
 
 // New returns a Pool configured by cfg, or an error wrapping ErrInvalidConfig.
