@@ -30,9 +30,6 @@ type Handle struct {
 // sane token, or a new UUIDv7; for NewContext, a new UUIDv7.
 func (h *Handle) ID() string { return h.id }
 
-// Pool returns the pool the handle belongs to.
-func (h *Handle) Pool() *Pool { return h.pool }
-
 // handleKey is the context key for *Handle. Its type is unexported, so no
 // other package can collide with it.
 type handleKey struct{}
@@ -55,9 +52,12 @@ func FromContext(ctx context.Context) (*Handle, bool) {
 // done, typically with defer, and never from inside one of the handle's own
 // queries, which it would wait for.
 func (p *Pool) NewContext(parent context.Context) (context.Context, context.CancelFunc) {
-	// crypto/rand, behind uuid, does not fail since Go 1.24.
-	return p.newContext(parent, uuid.Must(uuid.NewV7()).String())
+	return p.newContext(parent, newRequestID())
 }
+
+// newRequestID returns a new UUIDv7: unique, and sorted by creation time in
+// logs. crypto/rand, behind uuid, does not fail since Go 1.24.
+func newRequestID() string { return uuid.Must(uuid.NewV7()).String() }
 
 func (p *Pool) newContext(parent context.Context, id string) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancelCause(parent)

@@ -1,10 +1,6 @@
 package reqpool
 
-import (
-	"net/http"
-
-	"github.com/google/uuid"
-)
+import "net/http"
 
 // RequestIDHeader is the header Middleware reads the request id from and
 // echoes it in.
@@ -50,8 +46,7 @@ func requestID(header string) string {
 	if validRequestID(header) {
 		return header
 	}
-	// crypto/rand, behind uuid, does not fail since Go 1.24.
-	return uuid.Must(uuid.NewV7()).String()
+	return newRequestID()
 }
 
 // validRequestID reports whether s is 1 to 64 of [A-Za-z0-9._-].
