@@ -2,13 +2,8 @@ package reqpool
 
 import (
 	"context"
-	"errors"
 	"fmt"
 )
-
-// errNilQuery is the Err of the *QueryError that Fanout returns for a zero
-// Query.
-var errNilQuery = errors.New("nil query")
 
 // Fanout runs queries in parallel on the pool of the handle in ctx, and waits
 // for all of them. It returns nil when all succeeded.

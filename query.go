@@ -79,7 +79,12 @@ func ExecResult(e sqlx.ExecerContext, res *sql.Result, query string, args ...any
 	}}
 }
 
-var errNilDB = errors.New("nil database handle")
+// errNilQuery and errNilDB are the Err of the *QueryError that Fanout
+// returns for a zero Query, or one built on a nil database handle.
+var (
+	errNilQuery = errors.New("nil query")
+	errNilDB    = errors.New("nil database handle")
+)
 
 // singleConn reports whether c is one database connection, which runs one
 // statement at a time: a transaction or a dedicated connection.

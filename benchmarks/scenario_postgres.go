@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,7 +194,6 @@ func pgOnce(ctx context.Context, f Factory, dsn string, monitor *sqlx.DB, orgs [
 	close(stop)
 	<-sampled
 
-	slices.Sort(lats)
 	return pgRun{
 		OK: len(lats), Failed: bad, ReqPerSec: jsonFloat(float64(len(lats)) / elapsed.Seconds()),
 		P50: jsonFloat(percentile(lats, 50)), P99: jsonFloat(percentile(lats, 99)),
@@ -221,16 +219,18 @@ func pgGet(ctx context.Context, client *http.Client, base string, org int64) err
 	return nil
 }
 
+// med returns the median over runs of what get reads from each.
+func med(runs []pgRun, get func(pgRun) float64) float64 {
+	var xs []float64
+	for _, r := range runs {
+		xs = append(xs, get(r))
+	}
+	return median(xs)
+}
+
 // pgSection builds the report section: medians over the repetitions, and
 // the throughput and p99 goal at each client count.
 func pgSection(env *Env, raw pgRaw, reps int) *Section {
-	med := func(runs []pgRun, get func(pgRun) float64) float64 {
-		var xs []float64
-		for _, r := range runs {
-			xs = append(xs, get(r))
-		}
-		return median(xs)
-	}
 	t := Table{Header: []string{"clients", "contender", "req/s", "req/s / best peer", "p50 (ms)", "p99 (ms)",
 		"failed", "peak active on server", "peak conns in use"}}
 	var measured []string
@@ -295,7 +295,7 @@ func pgSection(env *Env, raw pgRaw, reps int) *Section {
 			Met:      met,
 		}
 		if !met {
-			g.Note = pgDiagnosis(raw, med)
+			g.Note = pgDiagnosis(raw)
 		}
 		s.Goals = []Goal{g}
 	}
@@ -304,7 +304,7 @@ func pgSection(env *Env, raw pgRaw, reps int) *Section {
 
 // pgDiagnosis explains, from the run's numbers, why reqpool's p99 does not
 // beat every peer's in this closed loop.
-func pgDiagnosis(raw pgRaw, med func([]pgRun, func(pgRun) float64) float64) string {
+func pgDiagnosis(raw pgRaw) string {
 	n := raw.Clients[len(raw.Clients)-1]
 	rate := func(name string) float64 {
 		return med(raw.Runs[name][n], func(r pgRun) float64 { return float64(r.ReqPerSec) })
