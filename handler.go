@@ -11,9 +11,9 @@ import (
 // WriteError answers an HTTP request whose Fanout failed with err, as a
 // handler would want, and never with the error's text:
 //
-//   - ErrQueueFull or ErrClosed, or a request cancelled by a Shutdown that
-//     ran out of time: 503 Service Unavailable with a Retry-After header of
-//     Config.RetryAfter, rounded up to whole seconds;
+//   - ErrQueueFull, ErrClosed or ErrDBUnavailable, or a request cancelled by
+//     a Shutdown that ran out of time: 503 Service Unavailable with a
+//     Retry-After header of Config.RetryAfter, rounded up to whole seconds;
 //   - a deadline, of the Fanout's context or of the request's
 //     (context.DeadlineExceeded): 504 Gateway Timeout;
 //   - a client that has gone away (the request's context cancelled): nothing
@@ -28,7 +28,7 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	cause := context.Cause(r.Context())
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrClosed), errors.Is(cause, ErrClosed):
+	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrClosed), errors.Is(err, ErrDBUnavailable), errors.Is(cause, ErrClosed):
 		retry := DefaultRetryAfter
 		if h, ok := FromContext(r.Context()); ok {
 			retry = h.pool.cfg.RetryAfter

@@ -3,10 +3,12 @@ package reqpool
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/reqpool/reqpool/internal/pgwire"
 )
 
 // These tests run against a real PostgreSQL given by DATABASE_URL; make test
@@ -441,5 +445,50 @@ func TestPostgresDeadline(t *testing.T) {
 		if r.status != http.StatusGatewayTimeout {
 			t.Errorf("%s: answered %d %q, want 504", path, r.status, r.body)
 		}
+	}
+}
+
+// TestPQCancelKey: the lib/pq in go.mod keeps the backend's cancel key where
+// pqCancelKey reads it, and the key cancels: a CancelRequest sent with it
+// ends the connection's running statement.
+func TestPQCancelKey(t *testing.T) {
+	dsn := os.Getenv("DATABASE_URL")
+	db := openDB(t, 1)
+	p := newPool(t, Config{Workers: 1})
+	odb, err := OpenPostgres(dsn, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer odb.Close()
+	conn, err := odb.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var pid uint32
+	var key []byte
+	var ok bool
+	conn.Raw(func(dc any) error { pid, key, ok = pqCancelKey(dc.(driver.Conn)); return nil })
+	var backend uint32
+	if err := conn.QueryRowContext(context.Background(), "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		t.Fatal(err)
+	}
+	if !ok || pid != backend || len(key) == 0 {
+		t.Fatalf("pqCancelKey = %d, %x, %v; backend pid %d", pid, key, ok, backend)
+	}
+	errc := make(chan error, 1)
+	go func() { _, err := conn.ExecContext(context.Background(), "SELECT pg_sleep(30)"); errc <- err }()
+	for n := 0; n == 0; time.Sleep(5 * time.Millisecond) {
+		if err := db.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'`, pid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, _ := url.Parse(dsn)
+	if err := pgwire.SendCancel((&net.Dialer{}).DialContext, "tcp", u.Host, pid, key); err != nil {
+		t.Fatal(err)
+	}
+	var pqErr *pq.Error
+	if err := <-errc; !errors.As(err, &pqErr) || pqErr.Code != "57014" {
+		t.Errorf("statement after SendCancel: %v, want 57014", err)
 	}
 }
