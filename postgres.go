@@ -77,20 +77,29 @@ func OpenPostgres(dsn string, p *Pool) (*sqlx.DB, error) {
 	if p == nil {
 		return nil, fmt.Errorf("%w: OpenPostgres with a nil *Pool", ErrInvalidConfig)
 	}
+	cfg, err := pqConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	db := sql.OpenDB(pgwire.NewGate(&pqConnector{cfg: cfg}))
+	SizeDB(db, p)
+	return sqlx.NewDb(db, "postgres"), nil
+}
+
+// pqConfig parses dsn and makes OpenPostgres's settings on it.
+func pqConfig(dsn string) (pq.Config, error) {
 	cfg, err := pq.NewConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("reqpool: parse PostgreSQL DSN: %w", err)
+		return cfg, fmt.Errorf("reqpool: parse PostgreSQL DSN: %w", err)
 	}
 	cfg.BinaryParameters = true
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	if _, err := pq.NewConnectorConfig(cfg); err != nil { // report a bad config now, not at the first query
-		return nil, fmt.Errorf("reqpool: PostgreSQL config: %w", err)
+		return cfg, fmt.Errorf("reqpool: PostgreSQL config: %w", err)
 	}
-	db := sql.OpenDB(pgwire.NewGate(&pqConnector{cfg: cfg}))
-	SizeDB(db, p)
-	return sqlx.NewDb(db, "postgres"), nil
+	return cfg, nil
 }
 
 // SizeDB sets db's open and idle connection limits for p's Fanouts:

@@ -62,7 +62,13 @@ func runPostgres(ctx context.Context, env *Env) (*Section, error) {
 		clients, dur, reps = []int{2, 8}, 300*time.Millisecond, 1
 	}
 
-	setupDB, err := store.Open(ctx, dsn)
+	// store.Open wants a pool to size for; the setup handle's is idle.
+	setupPool, err := reqpool.New(reqpool.Config{Workers: 2})
+	if err != nil {
+		return nil, err
+	}
+	defer setupPool.Shutdown(context.Background())
+	setupDB, err := store.Open(ctx, dsn, setupPool)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +114,15 @@ func pgOnce(ctx context.Context, f Factory, dsn string, monitor *sqlx.DB, orgs [
 		return pgRun{}, err
 	}
 	defer c.Close()
-	db, err := store.Open(ctx, dsn)
+	// Every contender gets the same database handle, opened by
+	// reqpool.OpenPostgres (through store.Open) for a pool of pgWorkers,
+	// with as many connections as workers.
+	sizing, err := reqpool.New(reqpool.Config{Workers: pgWorkers})
+	if err != nil {
+		return pgRun{}, err
+	}
+	defer sizing.Shutdown(context.Background())
+	db, err := store.Open(ctx, dsn, sizing)
 	if err != nil {
 		return pgRun{}, err
 	}

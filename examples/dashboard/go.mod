@@ -4,11 +4,13 @@ go 1.26.0
 
 require (
 	github.com/jmoiron/sqlx v1.4.0
-	github.com/lib/pq v1.12.3
 	github.com/reqpool/reqpool v0.0.0
 	go.uber.org/goleak v1.3.0
 )
 
-require github.com/google/uuid v1.6.0 // indirect
+require (
+	github.com/google/uuid v1.6.0 // indirect
+	github.com/lib/pq v1.12.3 // indirect
+)
 
 replace github.com/reqpool/reqpool => ../..

@@ -131,20 +131,10 @@ type app struct {
 	handler http.Handler
 }
 
-// newApp returns the service for db, with a reqpool.Pool configured by cfg.
-// It sizes db's connection pool to the pool's Workers: every query holds one
-// connection for as long as it holds a worker, so more connections would sit
-// unused and fewer would make queries wait for one behind the pool's back.
-// Call Shutdown when done; db stays the caller's to close.
-func newApp(db *sqlx.DB, cfg reqpool.Config, log *slog.Logger) (*app, error) {
-	pool, err := reqpool.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	workers := pool.Config().Workers
-	db.SetMaxOpenConns(workers)
-	db.SetMaxIdleConns(workers)
-
+// newApp returns the service for db and pool; db should come from
+// store.Open for the same pool, which sizes its connection pool to the
+// pool's Workers. Call Shutdown when done; db stays the caller's to close.
+func newApp(db *sqlx.DB, pool *reqpool.Pool, log *slog.Logger) *app {
 	a := &app{db: db, pool: pool, log: log}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /orgs/{id}/dashboard", a.dashboard)
@@ -152,7 +142,7 @@ func newApp(db *sqlx.DB, cfg reqpool.Config, log *slog.Logger) (*app, error) {
 	mux.HandleFunc("GET /stats", a.stats)
 	mux.HandleFunc("GET /healthz", a.healthz)
 	a.handler = reqpool.Middleware(pool)(mux)
-	return a, nil
+	return a
 }
 
 // Handler returns the service's HTTP handler: every route, behind

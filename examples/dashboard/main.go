@@ -73,8 +73,13 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	db, err := store.Open(ctx, *dsn)
+	pool, err := reqpool.New(reqpool.Config{Workers: *workers})
 	if err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, *dsn, pool)
+	if err != nil {
+		pool.Shutdown(context.Background()) // idle: nothing was served
 		return err
 	}
 	defer db.Close()
@@ -90,10 +95,7 @@ func run(args []string) error {
 		log.Info("schema loaded", "took", time.Since(start).Round(time.Millisecond))
 	}
 
-	a, err := newApp(db, reqpool.Config{Workers: *workers}, log)
-	if err != nil {
-		return err
-	}
+	a := newApp(db, pool, log)
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		a.Shutdown(context.Background()) // idle: nothing was served

@@ -35,11 +35,11 @@ var (
 	schemaErr  error
 )
 
-// testDB opens a database handle on $DATABASE_URL, closed when the test
+// testDB opens a database handle on $DATABASE_URL for pool, closed when the test
 // ends, and loads the schema the first time. Without DATABASE_URL the test
 // is skipped, except in CI (CI=true), where skipping would hide that nothing
 // was tested.
-func testDB(t *testing.T) *sqlx.DB {
+func testDB(t *testing.T, pool *reqpool.Pool) *sqlx.DB {
 	t.Helper()
 	dsn := os.Getenv("DATABASE_URL")
 	if dsn == "" {
@@ -49,7 +49,7 @@ func testDB(t *testing.T) *sqlx.DB {
 		}
 		t.Skip("DATABASE_URL is not set: " + how)
 	}
-	db, err := store.Open(t.Context(), dsn)
+	db, err := store.Open(t.Context(), dsn, pool)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,16 +70,27 @@ func testDB(t *testing.T) *sqlx.DB {
 	return db
 }
 
+// monitorDB returns a database handle of the test's own, for watching the
+// server beside the app's connections.
+func monitorDB(t *testing.T) *sqlx.DB {
+	pool, err := reqpool.New(reqpool.Config{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Shutdown(context.Background()) })
+	return testDB(t, pool)
+}
+
 // startApp serves a new app, on its own database handle, with httptest.
 // When the test ends, the server is closed (which waits for its handlers),
 // the pool shut down and checked idle, and the database handle closed.
 func startApp(t *testing.T) (*app, *httptest.Server) {
 	t.Helper()
-	db := testDB(t)
-	a, err := newApp(db, testConfig, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	pool, err := reqpool.New(testConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
+	a := newApp(testDB(t, pool), pool, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(func() {
 		srv.Close() // also closes the idle connections of srv.Client()
@@ -239,7 +250,7 @@ func TestReport(t *testing.T) {
 // 4 queries run in PostgreSQL, and expects them gone within 500 ms.
 func TestReportCancelledWhenClientHangsUp(t *testing.T) {
 	_, srv := startApp(t)
-	monitor := testDB(t) // the app's connections are the app's
+	monitor := monitorDB(t) // the app's connections are the app's
 	id := fmt.Sprintf("test-hangup-%d", time.Now().UnixNano())
 
 	ctx, hangUp := context.WithCancel(t.Context())
@@ -274,7 +285,7 @@ func TestReportCancelledWhenClientHangsUp(t *testing.T) {
 // queries: 504, and the queries gone.
 func TestReportTimeout(t *testing.T) {
 	_, srv := startApp(t)
-	monitor := testDB(t)
+	monitor := monitorDB(t)
 	id := fmt.Sprintf("test-timeout-%d", time.Now().UnixNano())
 
 	start := time.Now()
@@ -295,7 +306,7 @@ func TestReportTimeout(t *testing.T) {
 // 503 rather than nothing.
 func TestShutdownCancelsReport(t *testing.T) {
 	a, srv := startApp(t)
-	monitor := testDB(t)
+	monitor := monitorDB(t)
 	id := fmt.Sprintf("test-shutdown-%d", time.Now().UnixNano())
 
 	type answer struct {
@@ -359,8 +370,8 @@ func TestConcurrentDashboards(t *testing.T) {
 
 	var s stats
 	getJSON(t, srv, "/stats", "", &s)
-	if s.Pool.Workers != testConfig.Workers || s.DB.MaxOpen != testConfig.Workers {
-		t.Errorf("workers %d, max open connections %d; want both %d", s.Pool.Workers, s.DB.MaxOpen, testConfig.Workers)
+	if s.Pool.Workers != testConfig.Workers || s.DB.MaxOpen != testConfig.Workers+reqpool.SpareConns {
+		t.Errorf("workers %d, max open connections %d; want %d and %d", s.Pool.Workers, s.DB.MaxOpen, testConfig.Workers, testConfig.Workers+reqpool.SpareConns)
 	}
 	if s.Pool.Completed != n*5 || s.Pool.Failed != 0 || s.Pool.Rejected != 0 {
 		t.Errorf("pool stats %+v, want %d queries completed, none failed or rejected", s.Pool, n*5)
@@ -368,8 +379,8 @@ func TestConcurrentDashboards(t *testing.T) {
 	if s.Pool.Requests != 1 || s.Pool.Running != 0 { // only /stats itself is live
 		t.Errorf("pool gauges %+v, want 1 live request and nothing running", s.Pool)
 	}
-	if s.DB.WaitCount != 0 || s.DB.Open > testConfig.Workers {
-		t.Errorf("db stats %+v, want no wait for a connection and at most %d open", s.DB, testConfig.Workers)
+	if s.DB.WaitCount != 0 || s.DB.Open > testConfig.Workers+reqpool.SpareConns {
+		t.Errorf("db stats %+v, want no wait for a connection and at most %d open", s.DB, testConfig.Workers+reqpool.SpareConns)
 	}
 }
 

@@ -6,14 +6,13 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"database/sql/driver"
 	_ "embed"
 	"fmt"
-	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
+
+	"github.com/reqpool/reqpool"
 )
 
 // schemaSQL creates the tables and seeds them; see schema.sql.
@@ -21,46 +20,17 @@ import (
 //go:embed schema.sql
 var schemaSQL string
 
-// defaultConnectTimeout bounds how long opening one connection may take when
-// the DSN (or PGCONNECT_TIMEOUT) sets no connect_timeout. Without one, lib/pq
-// waits for the handshake forever: a server that accepts TCP and then hangs
-// would hang every query that needs a new connection.
-const defaultConnectTimeout = 5 * time.Second
-
-// connConfig parses dsn, a URL (postgres://...) or key=value connection
-// string, and sets connect_timeout to defaultConnectTimeout when the DSN and
-// the environment leave it unset.
-func connConfig(dsn string) (pq.Config, error) {
-	cfg, err := pq.NewConfig(dsn)
-	if err != nil {
-		return pq.Config{}, err
-	}
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = defaultConnectTimeout
-	}
-	return cfg, nil
-}
-
-// Open opens a connection pool for dsn and checks that the server answers.
-//
-// It goes through a pq.Connector and sql.OpenDB rather than sql.Open: the
-// connector dials with the context of the query that needs the connection,
-// so a request that is cancelled while connecting stops waiting at once.
-// Editing the parsed pq.Config rather than the DSN text adds the connect
-// timeout without having to parse and rebuild both DSN syntaxes by hand.
-func Open(ctx context.Context, dsn string) (*sqlx.DB, error) {
-	cfg, err := connConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("parse database URL: %w", err)
-	}
-	connector, err := pq.NewConnectorConfig(cfg)
+// Open opens PostgreSQL at dsn for pool's Fanouts with reqpool.OpenPostgres
+// (lib/pq, set up for PgBouncer in transaction mode, sure cancellation and
+// a calm outage), and checks that the server answers.
+func Open(ctx context.Context, dsn string, pool *reqpool.Pool) (*sqlx.DB, error) {
+	db, err := reqpool.OpenPostgres(dsn, pool)
 	if err != nil {
 		return nil, err
 	}
-	db := sqlx.NewDb(sql.OpenDB(connector), "postgres")
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("connect to %s:%d/%s: %w", cfg.Host, cfg.Port, cfg.Database, err)
+		return nil, fmt.Errorf("connect to the database: %w", err)
 	}
 	return db, nil
 }
