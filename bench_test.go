@@ -2,6 +2,8 @@ package reqpool
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"golang.org/x/sync/errgroup"
@@ -105,3 +107,92 @@ func BenchmarkFanout8(b *testing.B) {
 func reportPerTask(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchTasks), "ns/task")
 }
+
+// BenchmarkRequest is the per-request cost: impl=bare is a handler alone;
+// impl=middleware the same handler behind Middleware, for a request that
+// never fans out (what every request pays); and handle+fanout8 a new handle
+// per request (as Middleware makes one) with a Fanout of 8 no-op queries,
+// next to a global semaphore with an errgroup per request. The benchmarks
+// module runs the same with chi's middleware.RequestID as the anchor of the
+// first (chi stays out of this module).
+func BenchmarkRequest(b *testing.B) {
+	p, err := New(Config{Workers: benchWorkers})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Shutdown(context.Background()) })
+	qs := make([]Query, benchTasks)
+	for i := range qs {
+		qs[i] = Func(noop)
+	}
+	sem := semaphore.NewWeighted(benchWorkers)
+
+	bare := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	serveEach := func(h http.Handler) func(*testing.B) {
+		return func(b *testing.B) {
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				w := &discardWriter{h: http.Header{}}
+				for pb.Next() {
+					clear(w.h)
+					h.ServeHTTP(w, req)
+				}
+			})
+		}
+	}
+	b.Run("impl=bare", serveEach(bare))
+	b.Run("impl=middleware", serveEach(Middleware(p)(bare)))
+
+	perRequest := []struct {
+		name string
+		run  func() error
+	}{
+		{"impl=reqpool", func() error {
+			ctx, h := p.newHandle(context.Background(), "bench")
+			defer h.release()
+			return Fanout(ctx, qs...)
+		}},
+		{"impl=semaphore", func() error {
+			g, gctx := errgroup.WithContext(context.Background())
+			for range benchTasks {
+				g.Go(func() error {
+					if err := sem.Acquire(gctx, 1); err != nil {
+						return err
+					}
+					defer sem.Release(1)
+					return noop(gctx)
+				})
+			}
+			return g.Wait()
+		}},
+	}
+	for _, c := range perRequest {
+		b.Run("handle+fanout8/"+c.name+"/mode=serial", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.run(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("handle+fanout8/"+c.name+"/mode=parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := c.run(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// discardWriter is an http.ResponseWriter that keeps nothing but headers.
+type discardWriter struct{ h http.Header }
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *discardWriter) WriteHeader(int)             {}

@@ -2,6 +2,9 @@ package reqpool
 
 import (
 	"context"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -9,22 +12,28 @@ import (
 // Handle is one request's share of a Pool: the queries that its Fanout calls
 // admitted, scheduled together and abandoned together. Middleware creates one
 // per HTTP request and NewContext one per job; FromContext finds it.
+//
+// A handle costs its request nothing shared until its first Fanout: only
+// then does it register with the pool's scheduler, and only a registered
+// handle counts in Stats.Requests.
 type Handle struct {
 	pool   *Pool
 	id     string
-	seq    uint64                  // creation order, the scheduler's tie-break
-	cancel context.CancelCauseFunc // cancels the handle's context
-	stop   func() bool             // unregisters the context.AfterFunc that abandons queued work
+	parent context.Context // the request's context: when it ends, the request's queued queries are dropped
+	hdr    [1]string       // the X-Request-ID header's value, set without an allocation of its own
 
-	// Scheduling state, guarded by pool.mu.
-	head, tail *group        // groups with queued queries, oldest first
-	queued     int           // queries admitted and not started
-	running    int           // queries executing in slots of their own
-	key        uint64        // head.arrival + (queued+running)×Workers; see Pool
-	index      int           // position in pool.ready, or -1
-	released   bool          // the context's CancelFunc was called
-	drained    chan struct{} // closed when running drops to 0 after release; nil unless someone waits
+	state atomic.Int32 // fresh, registered or released; see enter and release
+	stop  func() bool  // unregisters the AfterFunc on parent; set by enter, called by release
+	req   *request     // the handle's place in the scheduler, made by enter; guarded by pool.sched.mu
 }
+
+// The states of a Handle. fresh → registered on the first Fanout, and
+// fresh or registered → released when the request ends.
+const (
+	fresh int32 = iota
+	registered
+	released
+)
 
 // ID returns the request id: the X-Request-ID header's value when it was a
 // sane token, or a new UUIDv7; for NewContext, a new UUIDv7.
@@ -34,10 +43,31 @@ func (h *Handle) ID() string { return h.id }
 // other package can collide with it.
 type handleKey struct{}
 
+// handleContext is the context that carries a handle: one allocation for both.
+type handleContext struct {
+	context.Context
+	h Handle
+}
+
+// Value implements context.Context.
+func (c *handleContext) Value(key any) any {
+	if _, ok := key.(handleKey); ok {
+		return &c.h
+	}
+	return c.Context.Value(key)
+}
+
 // FromContext returns the handle stored in ctx by Middleware or NewContext.
 func FromContext(ctx context.Context) (*Handle, bool) {
 	h, ok := ctx.Value(handleKey{}).(*Handle)
 	return h, ok
+}
+
+// newHandle returns a context derived from parent that carries a fresh
+// handle onto p with the given id.
+func (p *Pool) newHandle(parent context.Context, id string) (context.Context, *Handle) {
+	c := &handleContext{Context: parent, h: Handle{pool: p, id: id, parent: parent, hdr: [1]string{id}}}
+	return c, &c.h
 }
 
 // NewContext returns a context carrying a fresh handle onto p, for callers
@@ -55,49 +85,82 @@ func (p *Pool) NewContext(parent context.Context) (context.Context, context.Canc
 	return p.newContext(parent, newRequestID())
 }
 
-// newRequestID returns a new UUIDv7: unique, and sorted by creation time in
-// logs. crypto/rand, behind uuid, does not fail since Go 1.24.
-func newRequestID() string { return uuid.Must(uuid.NewV7()).String() }
-
+// newContext is NewContext with the request id given.
 func (p *Pool) newContext(parent context.Context, id string) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancelCause(parent)
-	h := &Handle{pool: p, id: id, cancel: cancel, index: -1}
-	ctx = context.WithValue(ctx, handleKey{}, h)
-	// Dropping queued work is the one reaction to cancellation that must not
-	// wait for a Fanout caller to wake up (it may be busy running a query),
-	// so it is registered here, once per handle, rather than per query.
-	h.stop = context.AfterFunc(ctx, func() {
-		p.mu.Lock()
-		p.abandon(h)
-		p.mu.Unlock()
-	})
-	p.mu.Lock()
-	p.seq++
-	h.seq = p.seq
-	p.handles[h] = struct{}{}
-	p.mu.Unlock()
-	return ctx, h.release
+	cctx, cancel := context.WithCancel(parent)
+	ctx, h := p.newHandle(cctx, id)
+	return ctx, func() { cancel(); h.release() }
 }
 
-// release is the CancelFunc returned by NewContext.
+// newRequestID returns a new UUIDv7 (RFC 9562): the Unix time in
+// milliseconds, then 74 random bits. They sort by creation time in logs. The
+// random bits come from math/rand/v2's per-thread generator rather than
+// uuid.NewV7's, which takes a process-wide lock and reads crypto/rand: a
+// request id is unique, not secret, and making one must not make requests
+// wait for each other.
+func newRequestID() string {
+	var u uuid.UUID
+	ms := uint64(time.Now().UnixMilli())
+	a, b := rand.Uint64(), rand.Uint64()
+	for i := range 6 {
+		u[i] = byte(ms >> (40 - 8*i))
+	}
+	for i := range 8 {
+		u[8+i] = byte(b >> (56 - 8*i))
+	}
+	u[6] = 0x70 | byte(a>>8)&0x0f // version 7
+	u[7] = byte(a)
+	u[8] = 0x80 | u[8]&0x3f // variant 10
+	return u.String()
+}
+
+// enter registers h's request with the scheduler, on its first Fanout, or
+// returns context.Canceled once h is released. Callers hold s.mu.
+func (h *Handle) enter(s *sched) error {
+	if h.state.Load() == registered {
+		return nil
+	}
+	if !h.state.CompareAndSwap(fresh, registered) {
+		return context.Canceled // released
+	}
+	h.req = s.register()
+	// Dropping queued work is the one reaction to the request's end that
+	// must not wait for a Fanout caller to wake up (it may be busy running a
+	// query), so it is registered here, once per handle.
+	h.stop = context.AfterFunc(h.parent, func() {
+		s.mu.Lock()
+		s.cancelRequest(h.req, context.Cause(h.parent))
+		s.mu.Unlock()
+	})
+	return nil
+}
+
+// release ends h's request: later Fanouts fail with context.Canceled, its
+// queued queries are dropped, its executing ones see their context
+// cancelled, and release returns once none of them executes in a slot of its
+// own. A handle that never fanned out is released without touching
+// anything shared.
 func (h *Handle) release() {
-	h.stop() // the AfterFunc's work is done below, synchronously
-	h.cancel(nil)
-	p := h.pool
-	p.mu.Lock()
-	if h.released {
-		p.mu.Unlock()
+	if h.state.CompareAndSwap(fresh, released) {
 		return
 	}
-	h.released = true
-	p.abandon(h)
-	delete(p.handles, h)
-	var drained chan struct{}
-	if h.running > 0 {
-		h.drained = make(chan struct{})
-		drained = h.drained
+	s := h.pool.sched
+	s.mu.Lock()
+	if !h.state.CompareAndSwap(registered, released) {
+		s.mu.Unlock()
+		return
 	}
-	p.mu.Unlock()
+	h.stop()
+	r := h.req
+	r.released = true
+	s.cancelRequest(r, context.Canceled)
+	delete(s.requests, r)
+	var drained chan struct{}
+	if r.own > 0 {
+		r.drained = make(chan struct{})
+		drained = r.drained
+	}
+	s.mu.Unlock()
 	if drained != nil {
 		<-drained
 	}

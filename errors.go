@@ -91,7 +91,7 @@ func (e *PanicError) Unwrap() error {
 	return err
 }
 
-// errShutdown is the cause with which Shutdown cancels the handles still
+// errShutdown is the cause with which Shutdown cancels the Fanouts still
 // live when its context ends. It matches both ErrClosed and context.Canceled.
 var errShutdown = fmt.Errorf("%w: %w", ErrClosed, context.Canceled)
 

@@ -37,93 +37,16 @@ func Fanout(ctx context.Context, queries ...Query) error {
 	return h.pool.fanout(ctx, h, queries)
 }
 
-// group is one Fanout call. It is also the context its queries receive: the
-// embedded context is cancelled on the first failure, and Value answers
-// groupKey with the group itself, which is how a nested Fanout finds the
-// slot it may borrow.
-type group struct {
-	context.Context
-	cancel  context.CancelCauseFunc
-	h       *Handle
-	queries []Query
-
-	// Guarded by pool.mu.
-	arrival    uint64        // the pool's Stats.Completed when g was admitted
-	started    int           // queries[started:] are queued
-	pending    int           // queries neither finished nor dropped
-	executing  int           // queries executing, in any slot
-	lent       int           // nested Fanout callers running in the slots of executing queries
-	dropped    bool          // some queries were dropped unstarted
-	err        error         // the first failure, a *QueryError
-	done       chan struct{} // closed when pending reaches 0; nil until the caller waits
-	prev, next *group        // in h's list of groups with queued queries
-}
-
-type groupKey struct{}
-
-// Value implements context.Context.
-func (g *group) Value(key any) any {
-	if _, ok := key.(groupKey); ok {
-		return g
-	}
-	return g.Context.Value(key)
-}
-
-// call runs query i, turning a panic into a *PanicError.
-func (g *group) call(i int) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = newPanicError(v)
-		}
-	}()
-	return g.queries[i].run(g)
-}
-
-// signal wakes the waiting caller once nothing is pending. Callers hold
-// pool.mu.
-func (g *group) signal() {
-	if g.pending == 0 && g.done != nil {
-		close(g.done)
-		g.done = nil
-	}
-}
-
-// push appends g to h's groups. Callers hold pool.mu.
-func (h *Handle) push(g *group) {
-	g.prev = h.tail
-	if h.tail != nil {
-		h.tail.next = g
-	} else {
-		h.head = g
-	}
-	h.tail = g
-}
-
-// unlink removes g from h's groups once it has nothing queued. Callers hold
-// pool.mu.
-func (h *Handle) unlink(g *group) {
-	if g.prev != nil {
-		g.prev.next = g.next
-	} else {
-		h.head = g.next
-	}
-	if g.next != nil {
-		g.next.prev = g.prev
-	} else {
-		h.tail = g.prev
-	}
-	g.prev, g.next = nil, nil
-}
-
 func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	n := len(queries)
 	if n == 0 {
 		return nil
 	}
+	s := p.sched
 	if n > p.cfg.MaxFanout {
-		p.mu.Lock()
-		p.stats.Rejected++
-		p.mu.Unlock()
+		s.mu.Lock()
+		s.stats.Rejected++
+		s.mu.Unlock()
 		return fmt.Errorf("%w: %d queries, MaxFanout is %d", ErrTooManyTasks, n, p.cfg.MaxFanout)
 	}
 	if err := checkQueries(queries); err != nil {
@@ -133,124 +56,75 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 		return err
 	}
 	parent, _ := ctx.Value(groupKey{}).(*group)
-	if parent != nil && parent.h.pool != p {
-		parent = nil
+	if parent != nil && parent.sched != s {
+		parent = nil // another pool's: no slot to borrow
 	}
 
-	g := &group{h: h, queries: queries, pending: n}
+	g := &group{sched: s, queries: queries}
 	g.Context, g.cancel = context.WithCancelCause(ctx)
 	defer g.cancel(nil)
 
-	p.mu.Lock()
+	s.mu.Lock()
+	if err := h.enter(s); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	g.req = h.req
 	// A nested caller may borrow its parent's slot while the parent waits, as
 	// long as no more callers borrow from the group than it has executing
 	// queries (a query could share its context with goroutines of its own).
 	lent := parent != nil && parent.lent < parent.executing
-	if err := p.admit(g, lent); err != nil {
-		p.mu.Unlock()
+	if err := s.admit(g, lent); err != nil {
+		s.mu.Unlock()
 		return err
 	}
-	first := -1
+	first, kind := -1, ownSlot
 	switch {
 	case lent:
 		parent.lent++
-		first = p.start(g, false)
-	case p.running < p.cfg.Workers && h.index >= 0:
+		first, kind = s.start(g, false), lentSlot
+	case s.slots < s.workers && g.req.index >= 0:
 		// A slot is free, so nothing else is ready (the pool is
 		// work-conserving): the caller runs its own first query.
-		p.running++
-		first = p.start(g, true)
+		s.slots++
+		first = s.start(g, true)
 	}
-	p.wake()
-	p.mu.Unlock()
+	s.wake()
+	s.mu.Unlock()
 
 	if first >= 0 {
-		p.runOwn(g, first, parent, lent)
+		s.run(kind, g, first, parent)
 	}
-	return p.wait(ctx, g)
-}
-
-// runOwn runs query i of g and then further queries of g on the calling
-// goroutine, in a slot of its own, or, when lent, in the slot of a query of
-// parent. An own slot is kept only while g holds the best ready query, and
-// handed on otherwise; a lent slot runs g's queries regardless, since they
-// are the parent's work.
-func (p *Pool) runOwn(g *group, i int, parent *group, lent bool) {
-	counted := !lent
-	giveBack := func() {
-		if lent {
-			parent.lent--
-		} else {
-			p.release()
-		}
-	}
-	done := false
-	defer func() {
-		if !done { // the query called runtime.Goexit; the caller's goroutine is ending
-			p.mu.Lock()
-			p.finish(g, i, errGoexit, counted)
-			p.drop(g)
-			giveBack()
-			p.mu.Unlock()
-		}
-	}()
-	for {
-		err := g.call(i)
-		p.mu.Lock()
-		p.finish(g, i, err, counted)
-		if i = p.nextOwn(g, counted); i < 0 {
-			giveBack()
-			done = true
-			p.mu.Unlock()
-			return
-		}
-		p.mu.Unlock()
-	}
-}
-
-// nextOwn starts g's next query for its caller, or returns -1 when the
-// caller should stop: nothing of g is queued, g's context is done, or (in an
-// own slot) another request's query comes first. Callers hold pool.mu.
-func (p *Pool) nextOwn(g *group, counted bool) int {
-	if g.started == len(g.queries) {
-		return -1
-	}
-	if g.Err() != nil {
-		p.drop(g)
-		return -1
-	}
-	if counted && (p.ready.Len() == 0 || p.ready[0] != g.h || g.h.head != g) {
-		return -1
-	}
-	return p.start(g, counted)
+	return s.wait(g)
 }
 
 // wait blocks until none of g's queries is pending and returns the outcome.
 // When g's context ends first, the queued queries are dropped at once: the
 // handle's AfterFunc does so for the request's end, this does so for a
 // Fanout context of its own (a timeout, say) and for a sibling's failure.
-func (p *Pool) wait(ctx context.Context, g *group) error {
-	p.mu.Lock()
+func (s *sched) wait(g *group) error {
+	s.mu.Lock()
 	if g.pending > 0 {
 		done := make(chan struct{})
 		g.done = done
-		p.mu.Unlock()
+		s.mu.Unlock()
 		select {
 		case <-done:
 		case <-g.Done():
-			p.mu.Lock()
-			p.drop(g)
-			p.mu.Unlock()
+			s.mu.Lock()
+			s.drop(g)
+			s.mu.Unlock()
 			<-done
 		}
-		p.mu.Lock()
+		s.mu.Lock()
 	}
+	g.req.liveGroups.remove(g)
 	err, dropped := g.err, g.dropped
-	p.mu.Unlock()
+	s.mu.Unlock()
 	if err == nil && dropped {
-		// Dropped because ctx ended: its cause says why (ErrClosed from a
-		// Shutdown out of time, or plain ctx.Err()).
-		if err = context.Cause(ctx); err == nil {
+		// Dropped because g's context ended: its cause says why (ErrClosed
+		// from a Shutdown out of time, or plain ctx.Err()).
+		if err = context.Cause(g); err == nil {
 			err = ErrClosed
 		}
 	}

@@ -80,7 +80,7 @@ func repeat(n int, q Query) []Query {
 
 // closedForTest reports whether Shutdown has closed p.
 func (p *Pool) closedForTest() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
+	p.sched.mu.Lock()
+	defer p.sched.mu.Unlock()
+	return p.sched.closed
 }

@@ -32,14 +32,23 @@ func Middleware(p *Pool) func(http.Handler) http.Handler {
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			id := requestID(r.Header.Get(RequestIDHeader))
-			ctx, release := p.newContext(r.Context(), id)
-			defer release()
-			w.Header().Set(RequestIDHeader, id)
+			var header string // r.Header.Get, without canonicalising the key anew
+			if v := r.Header[canonicalRequestIDHeader]; len(v) > 0 {
+				header = v[0]
+			}
+			ctx, h := p.newHandle(r.Context(), requestID(header))
+			defer h.release()
+			// The canonical key, and a slice that lives in the handle: the
+			// same as Header().Set, without an allocation of its own.
+			w.Header()[canonicalRequestIDHeader] = h.hdr[:]
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
 }
+
+// canonicalRequestIDHeader is RequestIDHeader as http.Header keys it
+// (http.CanonicalHeaderKey; TestMiddlewareRequestID checks).
+const canonicalRequestIDHeader = "X-Request-Id"
 
 // requestID returns header when it is a valid request id, else a new UUIDv7.
 func requestID(header string) string {

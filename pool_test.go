@@ -437,10 +437,45 @@ func TestShutdownCancelsWhenItsContextEnds(t *testing.T) {
 	if err := p.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Shutdown = %v, want DeadlineExceeded", err)
 	}
+	// Shutdown returned at once; the queries, which honour their context,
+	// end soon after, and their Fanout with them.
+	if err := <-fanoutDone; !errors.Is(err, context.Canceled) || !errors.Is(err, ErrClosed) {
+		t.Errorf("Fanout = %v, want one matching both context.Canceled and ErrClosed", err)
+	}
 	if s := p.Stats(); s.Running != 0 || s.Queued != 0 || s.Dropped != 8 {
 		t.Errorf("after Shutdown: %+v", s)
 	}
-	if err := <-fanoutDone; !errors.Is(err, context.Canceled) || !errors.Is(err, ErrClosed) {
-		t.Errorf("Fanout = %v, want one matching both context.Canceled and ErrClosed", err)
+}
+
+// TestShutdownKeepsItsDeadline: a query that ignores its context does not
+// hold Shutdown past its context, as http.Server.Shutdown does not wait for
+// a handler that ignores it; Stats shows the query until it returns.
+func TestShutdownKeepsItsDeadline(t *testing.T) {
+	p, err := New(Config{Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, release := p.NewContext(context.Background())
+	started, hold := make(chan struct{}), make(chan struct{})
+	stubborn := Func(func(context.Context) error { close(started); <-hold; return nil })
+	fanoutDone := make(chan error, 1)
+	go func() { fanoutDone <- Fanout(ctx, stubborn, sleep(time.Hour)) }()
+	<-started
+	sctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Shutdown(sctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Shutdown = %v, want context.Canceled", err)
+	}
+	// Shutdown has returned while the stubborn query still runs.
+	if s := p.Stats(); s.Running != 1 || s.Queued != 0 || s.Dropped != 1 {
+		t.Errorf("after Shutdown: %+v, want the stubborn query running and the other dropped", s)
+	}
+	close(hold)
+	if err := <-fanoutDone; !errors.Is(err, ErrClosed) {
+		t.Errorf("Fanout = %v, want ErrClosed", err)
+	}
+	release()
+	if s := p.Stats(); s.Running != 0 || s.Requests != 0 {
+		t.Errorf("after the query returned: %+v", s)
 	}
 }

@@ -1,0 +1,481 @@
+package reqpool
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// sched is a Pool's scheduler: everything the pool's mutex guards lives
+// here, in its fields, in each request's queue (request) and in each Fanout
+// call's counts (group). The policy is described on Pool.
+//
+// Invariants, all under mu:
+//   - slots <= workers: every query that executes in a slot of its own, every
+//     caller holding a slot between its queries and every helper starting up
+//     holds one, counted in slots. A nested Fanout's caller runs its queries
+//     in the slot its parent query holds (lent), and takes none.
+//   - A slot is free (slots < workers) only while no request is ready, or
+//     while a helper is starting (spawning > 0) to take the work: the pool is
+//     work-conserving.
+//   - ready holds exactly the requests that have queued queries and are below
+//     their perRequest cap, ordered by key, then by seq.
+//   - queued is the sum of the requests' queued counts, and a request's
+//     queued count is the sum of the unstarted queries of its groups, which
+//     are the groups on its list.
+//   - A group whose context is done never starts another query: pop drops it.
+type sched struct {
+	workers, queueSize, perRequest int // Config's, after defaults; read-only
+
+	mu        sync.Mutex
+	slots     int                   // slots held (see the invariants)
+	executing int                   // queries executing in slots of their own (Stats.Running)
+	spawning  int                   // helpers started and not yet holding a query
+	queued    int                   // admitted queries not yet started
+	ready     readyHeap             // requests with a query that may start, smallest key first
+	requests  map[*request]struct{} // registered requests not yet released (Stats.Requests)
+	closed    bool                  // Shutdown was called
+	seq       uint64                // requests registered, for request.seq
+	idle      chan struct{}         // closed once closed with nothing queued or in a slot; nil until Shutdown
+	stats     Stats                 // cumulative counters
+}
+
+// request is one request's place in the scheduler: its queued groups, its
+// counts and its key. A Handle registers it with its first Fanout.
+type request struct {
+	// Guarded by sched.mu.
+	queuedGroups groupList     // groups with queued queries, oldest first
+	liveGroups   groupList     // groups whose caller has not had its outcome, for cancelling them all
+	queued       int           // queries admitted and not started
+	own          int           // queries executing in slots of their own
+	key          uint64        // oldest queued group's arrival + (queued+own)×workers; see Pool
+	index        int           // position in sched.ready, or -1
+	seq          uint64        // registration order, the tie-break
+	released     bool          // the handle was released: no more Fanouts
+	drained      chan struct{} // closed when own drops to 0 after release; nil unless someone waits
+}
+
+// group is one Fanout call. It is also the context its queries receive: the
+// embedded context is cancelled on the first failure, and Value answers
+// groupKey with the group itself, which is how a nested Fanout finds the
+// slot it may borrow.
+type group struct {
+	context.Context
+	cancel  context.CancelCauseFunc
+	sched   *sched   // the scheduler that admitted it
+	req     *request // the request it belongs to
+	queries []Query
+
+	// Guarded by sched.mu.
+	arrival   uint64        // Stats.Completed when the group was admitted
+	started   int           // queries[started:] are queued
+	pending   int           // queries neither finished nor dropped
+	executing int           // queries executing, in any slot
+	lent      int           // nested Fanout callers running in the slots of executing queries
+	dropped   bool          // some queries were dropped unstarted
+	err       error         // the first failure, a *QueryError
+	done      chan struct{} // closed when pending reaches 0; nil until the caller waits
+	links     [2]links      // its places on req's lists, indexed by listKind
+}
+
+type groupKey struct{}
+
+// Value implements context.Context.
+func (g *group) Value(key any) any {
+	if _, ok := key.(groupKey); ok {
+		return g
+	}
+	return g.Context.Value(key)
+}
+
+// call runs query i, turning a panic into a *PanicError.
+func (g *group) call(i int) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = newPanicError(v)
+		}
+	}()
+	return g.queries[i].run(g)
+}
+
+func newSched(cfg Config) *sched {
+	return &sched{workers: cfg.Workers, queueSize: cfg.QueueSize, perRequest: cfg.PerRequest, requests: make(map[*request]struct{})}
+}
+
+// register returns a new request, added to the scheduler. Callers hold mu.
+func (s *sched) register() *request {
+	s.seq++
+	r := &request{index: -1, seq: s.seq, queuedGroups: groupList{kind: queuedList}, liveGroups: groupList{kind: liveList}}
+	s.requests[r] = struct{}{}
+	return r
+}
+
+// admit enqueues g, or returns why it cannot. A Fanout fits when its queries
+// fit into the free slots usable by its request, plus the lent slot of a
+// nested caller, plus the free queue space. Callers hold mu.
+func (s *sched) admit(g *group, lent bool) error {
+	r, n := g.req, len(g.queries)
+	switch {
+	case s.closed:
+		s.stats.Rejected++
+		return ErrClosed
+	case r.released:
+		// The handle's request is over; report it as a cancelled context.
+		return context.Canceled
+	}
+	free := s.workers - s.slots
+	if c := s.perRequest; c > 0 {
+		free = min(free, c-r.own)
+	}
+	free = max(free, 0)
+	if lent {
+		free++
+	}
+	if s.queued+n > s.queueSize+free {
+		s.stats.Rejected++
+		return fmt.Errorf("%w: %d queries do not fit (%d queued, QueueSize %d, %d free workers)",
+			ErrQueueFull, n, s.queued, s.queueSize, free)
+	}
+	g.arrival = s.stats.Completed
+	g.pending = n
+	r.queuedGroups.push(g)
+	r.liveGroups.push(g)
+	r.queued += n
+	s.queued += n
+	s.stats.Submitted += uint64(n)
+	s.rekey(r)
+	return nil
+}
+
+// rekey restores r's key and its place in (or out of) ready after any change
+// to its queued or own counts or to its groups. Only a request with queued
+// queries has a key, from the arrival of its oldest queued group: a
+// long-lived request (a job's) that always has some work does not keep the
+// arrival of its first Fanout forever. Callers hold mu.
+func (s *sched) rekey(r *request) {
+	eligible := r.queued > 0 && (s.perRequest == 0 || r.own < s.perRequest)
+	if head := r.queuedGroups.head; head != nil {
+		r.key = head.arrival + uint64(r.queued+r.own)*uint64(s.workers)
+	}
+	switch {
+	case eligible && r.index < 0:
+		heap.Push(&s.ready, r)
+	case eligible:
+		heap.Fix(&s.ready, r.index)
+	case r.index >= 0:
+		heap.Remove(&s.ready, r.index)
+	}
+}
+
+// pop starts the best ready query and returns it, or returns nil when no
+// request is ready. The caller holds a slot. Callers hold mu.
+func (s *sched) pop() (*group, int) {
+	for s.ready.Len() > 0 {
+		g := s.ready[0].queuedGroups.head
+		if g.Err() != nil {
+			s.drop(g)
+			continue
+		}
+		return g, s.start(g, true)
+	}
+	return nil, -1
+}
+
+// start takes g's next queued query. counted says whether it runs in a slot
+// of its own (false: in a slot lent by its parent). Callers hold mu.
+func (s *sched) start(g *group, counted bool) int {
+	r := g.req
+	i := g.started
+	g.started++
+	g.executing++
+	if g.started == len(g.queries) {
+		r.queuedGroups.remove(g)
+	}
+	r.queued--
+	s.queued--
+	if counted {
+		r.own++
+		s.executing++
+	}
+	s.rekey(r)
+	return i
+}
+
+// finish records the end of query i of g. Callers hold mu.
+func (s *sched) finish(g *group, i int, err error, counted bool) {
+	r := g.req
+	g.executing--
+	g.pending--
+	s.stats.Completed++
+	if counted {
+		r.own--
+		s.executing--
+	}
+	if err != nil {
+		s.stats.Failed++
+		if g.err == nil {
+			qe := &QueryError{Index: i, Err: err}
+			if g.Err() != nil { // the caller's context ended: say so, whatever the driver said
+				if cause := context.Cause(g); !errors.Is(err, cause) {
+					qe.ctx = cause
+				}
+			}
+			g.err = qe
+			g.cancel(qe)
+			s.drop(g)
+		}
+	}
+	s.rekey(r)
+	g.signal()
+	if r.own == 0 && r.drained != nil {
+		close(r.drained)
+		r.drained = nil
+	}
+}
+
+// drop removes g's queued queries: they never start. Callers hold mu.
+func (s *sched) drop(g *group) {
+	k := len(g.queries) - g.started
+	if k == 0 {
+		return
+	}
+	r := g.req
+	r.queuedGroups.remove(g)
+	g.started = len(g.queries)
+	g.pending -= k
+	g.dropped = true
+	r.queued -= k
+	s.queued -= k
+	s.stats.Dropped += uint64(k)
+	s.rekey(r)
+	g.signal()
+	s.signalIdle()
+}
+
+// cancelRequest cancels the context of every live group of r with cause and
+// drops every queued query of r. Callers hold mu.
+func (s *sched) cancelRequest(r *request, cause error) {
+	for g := r.liveGroups.head; g != nil; g = g.links[liveList].next {
+		g.cancel(cause)
+	}
+	for r.queuedGroups.head != nil {
+		s.drop(r.queuedGroups.head)
+	}
+}
+
+// signal wakes the waiting caller once nothing is pending. Callers hold
+// sched.mu.
+func (g *group) signal() {
+	if g.pending == 0 && g.done != nil {
+		close(g.done)
+		g.done = nil
+	}
+}
+
+// signalIdle closes idle once the pool is closed and no slot is held and
+// nothing queued. Callers hold mu.
+func (s *sched) signalIdle() {
+	if s.idle != nil && s.slots == 0 && s.queued == 0 {
+		select {
+		case <-s.idle:
+		default:
+			close(s.idle)
+		}
+	}
+}
+
+// wake starts a helper goroutine when a slot is free and a request is ready.
+// Helpers start one at a time: each calls wake again once it holds a query,
+// so a burst of no-op queries costs one goroutine, not one per free slot.
+// Callers hold mu.
+func (s *sched) wake() {
+	if s.spawning == 0 && s.slots < s.workers && s.ready.Len() > 0 {
+		s.slots++
+		s.spawning++
+		go s.help()
+	}
+}
+
+// release gives back a slot held by a caller or helper that has nothing
+// more to run in it. If a request is ready, the slot passes to a new helper
+// instead. Callers hold mu.
+func (s *sched) release() {
+	if s.ready.Len() > 0 {
+		s.spawning++
+		go s.help()
+		return
+	}
+	s.slots--
+	s.signalIdle()
+}
+
+// slotKind says whose slot a goroutine runs queries in, which decides the
+// next query it takes and how it gives the slot back.
+type slotKind int
+
+const (
+	helperSlot slotKind = iota // a helper's: the best ready query of any request
+	ownSlot                    // a Fanout caller's: its own group's, while that comes first
+	lentSlot                   // a nested caller's, lent by the parent query: its own group's, regardless
+)
+
+// help is a helper goroutine. It was started holding a slot (counted in
+// slots and spawning) and runs the best ready queries until none is left.
+func (s *sched) help() {
+	s.mu.Lock()
+	s.spawning--
+	g, i := s.pop()
+	if g == nil {
+		s.release()
+		s.mu.Unlock()
+		return
+	}
+	s.wake()
+	s.mu.Unlock()
+	s.run(helperSlot, g, i, nil)
+}
+
+// run is the one slot-holding loop, of helpers and callers alike: it runs
+// query i of g (already started) and then the next query that kind allows,
+// until there is none, and gives the slot back. parent is the group whose
+// slot a lentSlot borrows. A query that calls runtime.Goexit ends the
+// goroutine, not the loop's bookkeeping: its slot is given back, and if the
+// goroutine was g's caller (which will never wait for g now), g's queued
+// queries are dropped.
+func (s *sched) run(kind slotKind, g *group, i int, parent *group) {
+	counted := kind != lentSlot
+	done := false
+	defer func() {
+		if !done {
+			s.mu.Lock()
+			s.finish(g, i, errGoexit, counted)
+			if kind != helperSlot {
+				s.drop(g)
+			}
+			s.giveBack(kind, parent)
+			s.mu.Unlock()
+		}
+	}()
+	for {
+		err := g.call(i)
+		s.mu.Lock()
+		s.finish(g, i, err, counted)
+		if kind == helperSlot {
+			if g, i = s.pop(); g != nil {
+				s.wake()
+			}
+		} else {
+			i = s.nextOwn(g, counted)
+		}
+		if g == nil || i < 0 {
+			s.giveBack(kind, parent)
+			done = true
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+	}
+}
+
+// giveBack gives up the slot a loop of kind held. Callers hold mu.
+func (s *sched) giveBack(kind slotKind, parent *group) {
+	if kind == lentSlot {
+		parent.lent--
+	} else {
+		s.release()
+	}
+}
+
+// nextOwn starts g's next query for its caller, or returns -1 when the
+// caller should stop: nothing of g is queued, g's context is done, or (in an
+// own slot) another request's query comes first. Callers hold mu.
+func (s *sched) nextOwn(g *group, counted bool) int {
+	if g.started == len(g.queries) {
+		return -1
+	}
+	if g.Err() != nil {
+		s.drop(g)
+		return -1
+	}
+	if counted && (s.ready.Len() == 0 || s.ready[0] != g.req || g.req.queuedGroups.head != g) {
+		return -1
+	}
+	return s.start(g, counted)
+}
+
+// A groupList is one of a request's two intrusive lists of groups; the
+// group's links for it are links[kind]. Guarded by sched.mu.
+type groupList struct {
+	kind       listKind
+	head, tail *group
+}
+
+// listKind names a request's lists, and indexes a group's links.
+type listKind int
+
+const (
+	queuedList listKind = iota // request.queuedGroups
+	liveList                   // request.liveGroups
+)
+
+// links are a group's neighbours on one list.
+type links struct{ prev, next *group }
+
+// push appends g to l.
+func (l *groupList) push(g *group) {
+	g.links[l.kind].prev = l.tail
+	if l.tail != nil {
+		l.tail.links[l.kind].next = g
+	} else {
+		l.head = g
+	}
+	l.tail = g
+}
+
+// remove takes g off l.
+func (l *groupList) remove(g *group) {
+	k := &g.links[l.kind]
+	if k.prev != nil {
+		k.prev.links[l.kind].next = k.next
+	} else {
+		l.head = k.next
+	}
+	if k.next != nil {
+		k.next.links[l.kind].prev = k.prev
+	} else {
+		l.tail = k.prev
+	}
+	*k = links{}
+}
+
+// readyHeap orders ready requests by key, then by registration order for
+// equal keys (seq), so that ties are first come, first served.
+type readyHeap []*request
+
+func (h readyHeap) Len() int { return len(h) }
+func (h readyHeap) Less(i, j int) bool {
+	if h[i].key != h[j].key {
+		return h[i].key < h[j].key
+	}
+	return h[i].seq < h[j].seq
+}
+func (h readyHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+func (h *readyHeap) Push(x any) {
+	r := x.(*request)
+	r.index = len(*h)
+	*h = append(*h, r)
+}
+func (h *readyHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	r.index = -1
+	*h = old[:len(old)-1]
+	return r
+}
