@@ -39,6 +39,15 @@ const (
 // sane token, or a new UUIDv7; for NewContext, a new UUIDv7.
 func (h *Handle) ID() string { return h.id }
 
+// RequestID returns the request id of the handle in ctx (see Handle.ID), or
+// "" when ctx carries none.
+func RequestID(ctx context.Context) string {
+	if h, ok := FromContext(ctx); ok {
+		return h.id
+	}
+	return ""
+}
+
 // handleKey is the context key for *Handle. Its type is unexported, so no
 // other package can collide with it.
 type handleKey struct{}

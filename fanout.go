@@ -24,6 +24,13 @@ import (
 // *QueryError for an invalid Query or for a second query on the same
 // transaction or connection (wrapping ErrSharedConn).
 //
+// A query that calls runtime.Goexit (t.FailNow in a test) fails its
+// Fanout as an error would, cancelling its siblings. If it ran on the
+// Fanout caller's own goroutine (a caller runs its own queries while a slot
+// is free), that goroutine ends, as Goexit demands, and Fanout does not
+// return; Middleware still releases the request, and net/http closes the
+// connection without an answer.
+//
 // A query may call Fanout itself with its own context: the nested queries
 // then run in the slot of the query that waits for them, so nesting cannot
 // deadlock even when every worker is such a parent. A nested Fanout made

@@ -8,45 +8,67 @@ import (
 	"time"
 )
 
-// WriteError answers an HTTP request whose Fanout failed with err, as a
-// handler would want, and never with the error's text:
+// WriteError answers an HTTP request whose Fanout failed with err, with the
+// status ErrorStatus chooses, and never with the error's text:
 //
 //   - ErrQueueFull, ErrClosed or ErrDBUnavailable, or a request cancelled by
 //     a Shutdown that ran out of time: 503 Service Unavailable with a
 //     Retry-After header of Config.RetryAfter, rounded up to whole seconds;
-//   - a deadline, of the Fanout's context or of the request's
-//     (context.DeadlineExceeded): 504 Gateway Timeout;
-//   - a client that has gone away (the request's context cancelled): nothing
-//     is written, since nobody reads it;
+//   - a deadline of a context the handler derived itself (a Fanout
+//     timeout): 504 Gateway Timeout;
 //   - anything else: 500 Internal Server Error with a generic body. Log err
-//     yourself if you want it: SQL text and driver messages are for logs, not
-//     for clients.
+//     yourself if you want it (ErrorStatus tells the status first): SQL text
+//     and driver messages are for logs, not for clients.
 //
-// It must be called before anything else is written to w. A nil err writes
-// nothing.
+// It writes nothing when nobody should: for a nil err, for a client that
+// has gone away, and for a deadline of the request's own context, which the
+// middleware that set it answers (chi's middleware.Timeout with 504,
+// http.TimeoutHandler with 503); a second answer would be a superfluous
+// WriteHeader. A timeout middleware of your own must answer its deadline
+// likewise. When a query panicked with http.ErrAbortHandler, WriteError
+// panics with it, so that net/http aborts the response as it does for a
+// handler that panics with it.
+//
+// It must be called before anything else is written to w.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
-	cause := context.Cause(r.Context())
-	switch {
-	case err == nil:
-	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrClosed), errors.Is(err, ErrDBUnavailable), errors.Is(cause, ErrClosed):
+	if errors.Is(err, http.ErrAbortHandler) {
+		panic(http.ErrAbortHandler)
+	}
+	code := ErrorStatus(r, err)
+	switch code {
+	case 0:
+		return
+	case http.StatusServiceUnavailable:
 		retry := DefaultRetryAfter
 		if h, ok := FromContext(r.Context()); ok {
 			retry = h.pool.cfg.RetryAfter
 		}
 		secs := int64((retry + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-		writeStatus(w, http.StatusServiceUnavailable)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(cause, context.DeadlineExceeded):
-		writeStatus(w, http.StatusGatewayTimeout)
+	}
+	http.Error(w, http.StatusText(code), code)
+}
+
+// ErrorStatus returns the HTTP status that WriteError answers err with for
+// the request r: 503, 504 or 500, or 0 when WriteError writes nothing (see
+// WriteError). A handler can log err with it before writing.
+func ErrorStatus(r *http.Request, err error) int {
+	cause := context.Cause(r.Context())
+	switch {
+	case err == nil, errors.Is(err, http.ErrAbortHandler):
+		return 0
+	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrClosed), errors.Is(err, ErrDBUnavailable), errors.Is(cause, ErrClosed):
+		return http.StatusServiceUnavailable
+	case errors.Is(cause, context.DeadlineExceeded):
+		// The request's own deadline: whoever set it answers it.
+		return 0
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
 	case cause != nil:
 		// The client disconnected (or the server is tearing the request
 		// down): there is no one to answer.
+		return 0
 	default:
-		writeStatus(w, http.StatusInternalServerError)
+		return http.StatusInternalServerError
 	}
-}
-
-// writeStatus writes code with its status text as a plain-text body.
-func writeStatus(w http.ResponseWriter, code int) {
-	http.Error(w, http.StatusText(code), code)
 }

@@ -497,3 +497,101 @@ func TestWriteErrorThroughServer(t *testing.T) {
 		t.Errorf("closed pool: %d with Retry-After %q, want 503 with 2", r.status, r.retry)
 	}
 }
+
+// TestOneAnswerUnderTimeoutHandler: behind http.TimeoutHandler, a Fanout cut
+// off by the request's deadline is answered once, by TimeoutHandler (503 and
+// its message), and the server logs no superfluous WriteHeader.
+func TestOneAnswerUnderTimeoutHandler(t *testing.T) {
+	p := newPool(t, Config{Workers: 2})
+	var logged strings.Builder
+	var mu sync.Mutex // protects logged
+	h := http.TimeoutHandler(Middleware(p)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, r, Fanout(r.Context(), sleep(time.Hour), sleep(time.Hour)))
+	})), 20*time.Millisecond, "timed out")
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ErrorLog = log.New(writerFunc(func(b []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(b)
+	}), "", 0)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	for range 5 {
+		r := get(context.Background(), srv.Client(), srv.URL)
+		if r.status != http.StatusServiceUnavailable || r.body != "timed out" {
+			t.Errorf("answered %d %q, want TimeoutHandler's 503 %q", r.status, r.body, "timed out")
+		}
+	}
+	srv.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if logged.Len() > 0 {
+		t.Errorf("server logged: %s", logged.String())
+	}
+}
+
+// writerFunc is an io.Writer made of a function.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// TestAbortHandler: a query that panics with http.ErrAbortHandler aborts
+// the response, as net/http does for a handler that panics with it: the
+// client gets no answer, and nothing of the request is left in the pool.
+func TestAbortHandler(t *testing.T) {
+	p := newPool(t, Config{Workers: 2})
+	released := make(chan struct{}, 1)
+	srv, c := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, r, Fanout(r.Context(),
+			Func(func(context.Context) error { panic(http.ErrAbortHandler) }),
+			sleep(time.Hour)))
+		t.Error("WriteError returned after an ErrAbortHandler panic")
+	}, func() { released <- struct{}{} })
+	r := get(context.Background(), c, srv.URL)
+	<-released
+	if r.err == nil {
+		t.Errorf("answered %d %q, want the response aborted", r.status, r.body)
+	}
+	if s := p.Stats(); s.Running != 0 || s.Queued != 0 || s.Requests != 0 {
+		t.Errorf("after the abort: %+v", s)
+	}
+}
+
+func TestRequestIDAndErrorStatus(t *testing.T) {
+	if id := RequestID(context.Background()); id != "" {
+		t.Errorf("RequestID without a handle = %q, want \"\"", id)
+	}
+	p := newPool(t, Config{})
+	ctx, release := p.newContext(context.Background(), "req-9")
+	defer release()
+	if id := RequestID(ctx); id != "req-9" {
+		t.Errorf("RequestID = %q, want req-9", id)
+	}
+	if canonicalRequestIDHeader != http.CanonicalHeaderKey(RequestIDHeader) {
+		t.Errorf("canonicalRequestIDHeader %q, want %q", canonicalRequestIDHeader, http.CanonicalHeaderKey(RequestIDHeader))
+	}
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	expired, cancel := context.WithDeadline(context.Background(), time.Now())
+	defer cancel()
+	gone, hangUp := context.WithCancel(context.Background())
+	hangUp()
+	for _, tc := range []struct {
+		name string
+		r    *http.Request
+		err  error
+		want int
+	}{
+		{"nil", req, nil, 0},
+		{"queue full", req, ErrQueueFull, 503},
+		{"db unavailable", req, fmt.Errorf("x: %w", ErrDBUnavailable), 503},
+		{"fanout deadline", req, context.DeadlineExceeded, 504},
+		{"request deadline", req.WithContext(expired), context.DeadlineExceeded, 0},
+		{"client gone", req.WithContext(gone), context.Canceled, 0},
+		{"abort", req, &QueryError{Err: &PanicError{Value: http.ErrAbortHandler}}, 0},
+		{"other", req, errors.New("boom"), 500},
+	} {
+		if got := ErrorStatus(tc.r, tc.err); got != tc.want {
+			t.Errorf("%s: ErrorStatus = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}

@@ -426,10 +426,17 @@ func TestPostgresDeadline(t *testing.T) {
 		errs <- err
 		WriteError(w, r, err)
 	}))
+	// A timeout middleware answers the deadline it sets, as chi's
+	// middleware.Timeout does (WriteError leaves that answer to it).
 	timeout := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/request-deadline" {
 			ctx, cancel := context.WithTimeout(r.Context(), 50*time.Millisecond)
-			defer cancel()
+			defer func() {
+				cancel()
+				if ctx.Err() == context.DeadlineExceeded {
+					w.WriteHeader(http.StatusGatewayTimeout)
+				}
+			}()
 			r = r.WithContext(ctx)
 		}
 		handler.ServeHTTP(w, r)

@@ -40,7 +40,7 @@ func Select(q sqlx.QueryerContext, dest any, query string, args ...any) Query {
 		return Query{err: errNilDB}
 	}
 	return Query{conn: q, run: func(ctx context.Context) error {
-		return sqlx.SelectContext(ctx, q, dest, tagSQL(ctx, query), args...)
+		return sqlx.SelectContext(ctx, q, dest, TagSQL(ctx, query), args...)
 	}}
 }
 
@@ -53,7 +53,7 @@ func Get(q sqlx.QueryerContext, dest any, query string, args ...any) Query {
 		return Query{err: errNilDB}
 	}
 	return Query{conn: q, run: func(ctx context.Context) error {
-		return sqlx.GetContext(ctx, q, dest, tagSQL(ctx, query), args...)
+		return sqlx.GetContext(ctx, q, dest, TagSQL(ctx, query), args...)
 	}}
 }
 
@@ -71,7 +71,7 @@ func ExecResult(e sqlx.ExecerContext, res *sql.Result, query string, args ...any
 		return Query{err: errNilDB}
 	}
 	return Query{conn: e, run: func(ctx context.Context) error {
-		r, err := e.ExecContext(ctx, tagSQL(ctx, query), args...)
+		r, err := e.ExecContext(ctx, TagSQL(ctx, query), args...)
 		if err == nil && res != nil {
 			*res = r
 		}

@@ -5,17 +5,19 @@ import (
 	"strings"
 )
 
-// tagSQL appends the request id of ctx's handle to query as a sqlcommenter
+// TagSQL appends the request id of ctx's handle to query as a sqlcommenter
 // comment, /*request_id='…'*/, before a trailing semicolon, so that the
 // statement shows in pg_stat_activity and the server's logs with its HTTP
-// request id. It leaves query alone when there is no handle, when tagging is
-// off (Config.DisableSQLComment), or when query already has a comment, as
+// request id. Select, Get, Exec and ExecResult call it; call it yourself for
+// statements you run another way (a *sql.DB, pgx's own API). It leaves query
+// alone when there is no handle, when tagging is off
+// (Config.DisableSQLComment), or when query already has a comment, as
 // sqlcommenter asks.
 //
 // The id is percent-encoded byte by byte, keeping only [A-Za-z0-9._~-], so
 // nothing in it can end the comment, open a nested one (PostgreSQL nests /*
 // comments) or otherwise change the SQL, whatever it contains.
-func tagSQL(ctx context.Context, query string) string {
+func TagSQL(ctx context.Context, query string) string {
 	h, ok := FromContext(ctx)
 	if !ok || h.pool.cfg.DisableSQLComment {
 		return query

@@ -26,16 +26,16 @@ func TestTagSQLFollowsConfig(t *testing.T) {
 	on := newPool(t, Config{})
 	ctx, release := on.newContext(context.Background(), "req-7")
 	defer release()
-	if got := tagSQL(ctx, "SELECT 1"); got != "SELECT 1 /*request_id='req-7'*/" {
+	if got := TagSQL(ctx, "SELECT 1"); got != "SELECT 1 /*request_id='req-7'*/" {
 		t.Errorf("tagging on: %q", got)
 	}
 	off := newPool(t, Config{DisableSQLComment: true})
 	ctx, release = off.newContext(context.Background(), "req-7")
 	defer release()
-	if got := tagSQL(ctx, "SELECT 1"); got != "SELECT 1" {
+	if got := TagSQL(ctx, "SELECT 1"); got != "SELECT 1" {
 		t.Errorf("tagging off: %q", got)
 	}
-	if got := tagSQL(context.Background(), "SELECT 1"); got != "SELECT 1" {
+	if got := TagSQL(context.Background(), "SELECT 1"); got != "SELECT 1" {
 		t.Errorf("no handle: %q", got)
 	}
 }

@@ -257,14 +257,14 @@ func (a *app) healthz(w http.ResponseWriter, r *http.Request) {
 // fail answers a request whose Fanout failed with err, and logs err with
 // the request id: the client gets a status, the log the detail.
 func (a *app) fail(w http.ResponseWriter, r *http.Request, err error) {
-	log := a.log.With("route", r.Pattern, "request_id", requestID(r.Context()), "err", err)
-	switch {
-	case errors.Is(err, reqpool.ErrClosed), errors.Is(err, reqpool.ErrQueueFull):
-		log.Warn("refused: overloaded or shutting down")
-	case errors.Is(err, context.DeadlineExceeded):
+	log := a.log.With("route", r.Pattern, "request_id", reqpool.RequestID(r.Context()), "err", err)
+	switch status := reqpool.ErrorStatus(r, err); {
+	case status == http.StatusServiceUnavailable:
+		log.Warn("refused: overloaded, shutting down or database unavailable")
+	case status == http.StatusGatewayTimeout:
 		log.Warn("deadline exceeded; queries cancelled")
-	case r.Context().Err() != nil:
-		log.Info("client went away; its queries were cancelled")
+	case status == 0:
+		log.Info("client went away or request deadline passed; its queries were cancelled")
 	default:
 		log.Error("queries failed")
 	}
@@ -276,20 +276,12 @@ func (a *app) writeJSON(w http.ResponseWriter, r *http.Request, v any) {
 	// Encode first, so that a failure can still be answered with a 500.
 	body, err := json.Marshal(v)
 	if err != nil {
-		a.log.Error("encode response", "route", r.Pattern, "request_id", requestID(r.Context()), "err", err)
+		a.log.Error("encode response", "route", r.Pattern, "request_id", reqpool.RequestID(r.Context()), "err", err)
 		http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(append(body, '\n'))
-}
-
-// requestID returns the id reqpool.Middleware gave the request of ctx.
-func requestID(ctx context.Context) string {
-	if h, ok := reqpool.FromContext(ctx); ok {
-		return h.ID()
-	}
-	return ""
 }
 
 // orgID returns the {id} of the request's path. When it is not a positive
