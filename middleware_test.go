@@ -196,9 +196,8 @@ func TestClientDisconnect(t *testing.T) {
 	if <-wrote {
 		t.Error("WriteError wrote a response to a client that had gone away")
 	}
-	if idle > 100*time.Millisecond {
-		t.Errorf("the pool took %v to go idle after the disconnect, want a few ms", idle)
-	}
+	// Idle by count, not by a time window: the handler has returned, so the
+	// 4 running queries have ended and the other 76 were dropped unstarted.
 }
 
 // writeRecorder records whether anything was written through it.
@@ -255,77 +254,109 @@ func launch(c *http.Client, url string, start time.Time, at time.Duration, out c
 }
 
 // TestFairSeedCase is the case from the Flask/ThreadPoolExecutor question,
-// with Workers=4.
+// with Workers=4: two requests of n queries, the second arriving a little
+// after the first. The one nearer completion goes first, so every query of
+// the first completes before any of the second: they finish at n/4×T and
+// 2×n/4×T, which no policy beats. Round-robin would interleave them and
+// finish the first later. The order of completions is the assertion; the
+// times are logged.
 func TestFairSeedCase(t *testing.T) {
 	const T = 100 * time.Millisecond
 	p := newPool(t, Config{Workers: 4})
-	started := make(chan string, 64)
-	srv, cl := serve(t, p, fanoutHandler(started), nil)
-	url := func(n int, tag string) string { return fmt.Sprintf("%s?n=%d&d=%v&tag=%s", srv.URL, n, T, tag) }
+	var mu sync.Mutex // protects order
+	var order []string
+	srv, cl := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		tag := r.URL.Query().Get("tag")
+		q := Func(func(ctx context.Context) error {
+			err := sleep(T).run(ctx)
+			mu.Lock()
+			order = append(order, tag)
+			mu.Unlock()
+			return err
+		})
+		WriteError(w, r, Fanout(r.Context(), repeat(n, q)...))
+	}, nil)
+	url := func(n int, tag string) string { return fmt.Sprintf("%s?n=%d&tag=%s", srv.URL, n, tag) }
 
 	for _, c := range []struct {
-		name                string
-		n                   int           // queries per request
-		gap                 time.Duration // between the two arrivals
-		first, second, slop time.Duration // expected completions, and the tolerance above them
+		name string
+		n    int           // queries per request
+		gap  time.Duration // between the two arrivals
 	}{
-		// Two requests of 4×T, 20 ms apart: the first is done at T, the
-		// second at 2T, and no policy can do better.
-		{"4x4", 4, 20 * time.Millisecond, T, 2 * T, 4 * T / 10},
-		// Two requests of 8×T, 5 ms apart, both queueing: the one nearer
-		// completion goes first, so they finish at 2T and 4T. Round-robin
-		// would give 3T and 4T.
-		{"8x8", 8, 5 * time.Millisecond, 2 * T, 4 * T, 4 * T / 10},
+		{"4x4", 4, 20 * time.Millisecond},
+		{"8x8", 8, 5 * time.Millisecond},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			mu.Lock()
+			order = nil
+			mu.Unlock()
 			first, second := make(chan reply, 1), make(chan reply, 1)
 			start := time.Now()
 			launch(cl, url(c.n, "a"), start, 0, first)
 			launch(cl, url(c.n, "b"), start, c.gap, second)
 			r1, r2 := <-first, <-second
-			drain(started)
 			t.Logf("finished at %v and %v (T=%v)", r1.doneAt, r2.doneAt, T)
-			within(t, "first", r1, c.first, c.first+c.slop)
-			within(t, "second", r2, c.second, c.second+c.slop)
+			for _, r := range []reply{r1, r2} {
+				if r.err != nil || r.status != http.StatusOK {
+					t.Fatalf("reply %+v", r)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			want := slices.Concat(slices.Repeat([]string{"a"}, c.n), slices.Repeat([]string{"b"}, c.n))
+			if !slices.Equal(order, want) {
+				t.Errorf("completions %v, want every query of the first request before any of the second", order)
+			}
 		})
-	}
-}
-
-func drain(c chan string) {
-	for len(c) > 0 {
-		<-c
-	}
-}
-
-func within(t *testing.T, name string, r reply, lo, hi time.Duration) {
-	t.Helper()
-	if r.err != nil || r.status != http.StatusOK {
-		t.Errorf("%s: %+v", name, r)
-	} else if r.doneAt < lo || r.doneAt > hi {
-		t.Errorf("%s finished at %v, want %v..%v", name, r.doneAt, lo, hi)
 	}
 }
 
 // TestSmallBehindLarge: one request of 160×20 ms takes all 8 workers; 12
 // requests of 2×20 ms arrive 25 ms apart while it runs. A FIFO pool makes
-// them wait ~400 ms; here they wait for the next wave at most, about 2T.
+// each wait for every queued query of the large one (over 100 of them);
+// here a small request waits for the next free slot, so at most one wave of
+// the large one's queries (8) completes while it waits, and another while
+// its own run: counted, at most 3×Workers, whatever the machine's speed.
 func TestSmallBehindLarge(t *testing.T) {
-	const T = 20 * time.Millisecond
-	p := newPool(t, Config{Workers: 8, MaxFanout: 160})
-	started := make(chan string, 512)
-	srv, c := serve(t, p, fanoutHandler(started), nil)
-	bigURL := fmt.Sprintf("%s?n=160&d=%v&tag=big", srv.URL, T)
-	smallURL := fmt.Sprintf("%s?n=2&d=%v&tag=small", srv.URL, T)
+	const (
+		T       = 20 * time.Millisecond
+		workers = 8
+	)
+	p := newPool(t, Config{Workers: workers, MaxFanout: 160})
+	var bigDone atomic.Int64 // queries of the big request completed
+	started := make(chan struct{}, 512)
+	srv, c := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		big := n > 2
+		q := Func(func(ctx context.Context) error {
+			if big {
+				started <- struct{}{}
+				defer bigDone.Add(1)
+			}
+			return sleep(T).run(ctx)
+		})
+		before := bigDone.Load()
+		if err := Fanout(r.Context(), repeat(n, q)...); err != nil {
+			WriteError(w, r, err)
+			return
+		}
+		fmt.Fprint(w, bigDone.Load()-before)
+	}, nil)
+	bigURL := fmt.Sprintf("%s?n=160", srv.URL)
+	smallURL := fmt.Sprintf("%s?n=2", srv.URL)
 
 	alone := get(context.Background(), c, bigURL)
 	if alone.err != nil || alone.status != http.StatusOK {
 		t.Fatalf("big request alone: %+v", alone)
 	}
-	drain(started)
+	for len(started) > 0 {
+		<-started
+	}
 
 	big := make(chan reply, 1)
 	go func() { big <- get(context.Background(), c, bigURL) }()
-	for range 8 { // the big request holds every worker
+	for range workers { // the big request holds every worker
 		<-started
 	}
 	smalls := make(chan reply, 12)
@@ -334,23 +365,26 @@ func TestSmallBehindLarge(t *testing.T) {
 		launch(c, smallURL, start, time.Duration(i)*25*time.Millisecond, smalls)
 	}
 	var lat []time.Duration
+	var waited []int
 	for range 12 {
 		r := <-smalls
 		if r.err != nil || r.status != http.StatusOK {
 			t.Fatalf("small request: %+v", r)
 		}
+		n, _ := strconv.Atoi(r.body)
 		lat = append(lat, r.latency)
+		waited = append(waited, n)
 	}
 	b := <-big
 	if b.err != nil || b.status != http.StatusOK {
 		t.Fatalf("big request: %+v", b)
 	}
 	slices.Sort(lat)
-	p50, p95 := percentile(lat, 50), percentile(lat, 95)
-	t.Logf("small requests: p50 %v, p95 %v, max %v (T=%v); big: %v alone, %v with them (%.2fx)",
-		p50, p95, lat[len(lat)-1], T, alone.latency, b.latency, float64(b.latency)/float64(alone.latency))
-	if p95 > 3*T {
-		t.Errorf("small requests' p95 is %v, want <= 3T = %v", p95, 3*T)
+	slices.Sort(waited)
+	t.Logf("small requests: big queries completed meanwhile %v; latency p50 %v, p95 %v (T=%v); big: %v alone, %v with them (%.2fx)",
+		waited, percentile(lat, 50), percentile(lat, 95), T, alone.latency, b.latency, float64(b.latency)/float64(alone.latency))
+	if most := waited[len(waited)-1]; most > 3*workers {
+		t.Errorf("a small request waited while %d queries of the big one completed, want <= 3×Workers = %d", most, 3*workers)
 	}
 	if float64(b.latency) > 1.3*float64(alone.latency) {
 		t.Errorf("the big request took %v, more than 1.3x its %v alone", b.latency, alone.latency)
