@@ -298,10 +298,10 @@ func (s *sched) wake() {
 	}
 }
 
-// release gives back a slot held by a caller or helper that has nothing
+// vacate gives back a slot held by a caller or helper that has nothing
 // more to run in it. If a request is ready, the slot passes to a new helper
 // instead. Callers hold mu.
-func (s *sched) release() {
+func (s *sched) vacate() {
 	if s.ready.Len() > 0 {
 		s.spawning++
 		go s.help()
@@ -328,7 +328,7 @@ func (s *sched) help() {
 	s.spawning--
 	g, i := s.pop()
 	if g == nil {
-		s.release()
+		s.vacate()
 		s.mu.Unlock()
 		return
 	}
@@ -384,7 +384,7 @@ func (s *sched) giveBack(kind slotKind, parent *group) {
 	if kind == lentSlot {
 		parent.lent--
 	} else {
-		s.release()
+		s.vacate()
 	}
 }
 
