@@ -1,29 +1,71 @@
 # make test: what CI runs (.ci/run). It fails on vet findings, an untidy
-# go.mod, a race, a leaked goroutine or a failing test, in the library and
-# in the example app, with the PostgreSQL tests run against a throwaway
-# server (or $DATABASE_URL when set).
+# go.mod, a race, a leaked goroutine or a failing test, in every module of
+# MODULES, with the PostgreSQL tests run against a throwaway PostgreSQL and a
+# PgBouncer in front of it (scripts/with-postgres.sh), or $DATABASE_URL when
+# set.
 # make demo: the example app on a throwaway PostgreSQL with seeded data.
 # make bench: the benchmarks against the peers, into BENCHMARKS.md.
 GO ?= go
-MODULES := . examples/dashboard benchmarks
+# Every Go module in the repository. A listed folder without go.mod is an
+# error, not a module skipped.
+MODULES := . reqpgx compat examples/dashboard benchmarks
 DEMO_ADDR ?= 127.0.0.1:8080
+# The demo's binary, which .gitignore ignores.
+DEMO_BIN := examples/dashboard/dashboard
 
-.PHONY: test vet tidy race demo fuzz bench
+# About how long `go test -race ./...` takes in each module on this project's
+# 2-core machine, for the progress lines; update them when a module's tests
+# grow or shrink. The first run on a machine also compiles everything for the
+# race detector: about 20 s more.
+RACE_SECS_. := 15
+RACE_SECS_reqpgx := 15
+RACE_SECS_compat := 5
+RACE_SECS_examples/dashboard := 10
+RACE_SECS_benchmarks := 25
 
-test: vet tidy race
+.PHONY: test test-intro modules vet tidy race demo fuzz bench
 
-vet:
-	@for m in $(MODULES); do echo "go vet ($$m)"; (cd $$m && $(GO) vet ./...) || exit 1; done
+test: test-intro vet tidy race
+
+test-intro:
+	@echo "make test: go vet, go mod tidy -diff and go test -race in $(MODULES): about 1 minute (2.5 minutes on a machine's first run, which downloads and compiles everything)"
+
+modules:
+	@for m in $(MODULES); do \
+		[ -f $$m/go.mod ] || { echo "make: $$m/go.mod not found, but MODULES in the Makefile lists $$m" >&2; exit 1; }; \
+	done
+
+vet: modules
+	@first=1; for m in $(MODULES); do \
+		if [ $$first = 1 ]; then \
+			echo "go vet ./... in $$m (on a machine's first run it downloads and compiles the dependencies: about 30 s)"; \
+		else \
+			echo "go vet ./... in $$m"; \
+		fi; \
+		first=0; \
+		(cd $$m && $(GO) vet ./...) || exit 1; \
+	done
 
 # go.mod and go.sum must be tidy already; -diff changes nothing and fails if they are not.
-tidy:
-	@for m in $(MODULES); do echo "go mod tidy -diff ($$m)"; (cd $$m && $(GO) mod tidy -diff) || exit 1; done
+tidy: modules
+	@for m in $(MODULES); do echo "go mod tidy -diff in $$m"; (cd $$m && $(GO) mod tidy -diff) || exit 1; done
 
-race:
-	scripts/with-postgres.sh sh -c 'set -e; for m in $(MODULES); do (cd $$m && $(GO) test -race -count=1 ./...); done'
+# race_step(module): a progress line, then the module's tests.
+race_step = echo "go test -race ./... in $(1) (about $(or $(RACE_SECS_$(1)),30) s$(if $(filter $(1),$(firstword $(MODULES))),; the first run on a machine compiles for the race detector: about 20 s more))"; (cd $(1) && $(GO) test -race -count=1 ./...);
 
+race: modules
+	@scripts/with-postgres.sh --for tests sh -c 'set -e; $(foreach m,$(MODULES),$(call race_step,$(m)))'
+
+# A binary rather than `go run`: after a Ctrl-C, `go run` exits 1 whatever
+# the program does. And at a terminal the demo runs as a job of its own
+# (bash -m) in the foreground, so that a Ctrl-C reaches the demo alone: GNU
+# make, when the signal reaches it too, exits 130 after even a clean stop.
 demo:
-	scripts/with-postgres.sh sh -c 'cd examples/dashboard && exec $(GO) run . -addr $(DEMO_ADDR)'
+	@echo "building $(DEMO_BIN) (about 25 s the first time)..."
+	@cd examples/dashboard && $(GO) build -o dashboard .
+	@echo "starting the demo on a throwaway PostgreSQL; it seeds an empty database first (about 8 s)..."
+	@run='scripts/with-postgres.sh --for demo $(DEMO_BIN) -addr $(DEMO_ADDR)'; \
+	if [ -t 0 ]; then bash -m -c "$$run"; else sh -c "$$run"; fi
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzRequestID -fuzztime 30s .
@@ -33,4 +75,4 @@ fuzz:
 # a module of its own), PostgreSQL scenario included; writes BENCHMARKS.md.
 # About 11 minutes on 2 cores.
 bench:
-	scripts/with-postgres.sh sh -c 'cd benchmarks && $(GO) run . -out ../BENCHMARKS.md'
+	scripts/with-postgres.sh --for bench sh -c 'cd benchmarks && $(GO) run . -out ../BENCHMARKS.md'

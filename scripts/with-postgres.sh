@@ -1,36 +1,69 @@
 #!/usr/bin/env bash
-# with-postgres.sh: run a command with DATABASE_URL pointing at a working
-# PostgreSQL, then clean up.
+# with-postgres.sh: run a command with a throwaway PostgreSQL, and PgBouncer
+# in front of it, then clean up.
 #
-#   scripts/with-postgres.sh COMMAND [ARGS...]
+#   scripts/with-postgres.sh [--for tests|demo|bench] COMMAND [ARGS...]
 #
-# `make test` and `make demo` use it. The tests that need PostgreSQL read
-# DATABASE_URL and skip when it is unset, so a developer can always run them,
-# and CI must not skip them silently.
+# `make test`, `make demo` and `make bench` use it. The tests that need
+# PostgreSQL read DATABASE_URL (and PGBOUNCER_URL, REQPOOL_PGCTL) and skip
+# when it is unset, so a developer can always run them, and CI must not skip
+# them silently.
 #
-# - If DATABASE_URL is already set and non-empty, COMMAND is exec'd with it
-#   unchanged: no server is started.
-# - Otherwise a throwaway server is started: initdb into a fresh temporary
+# --for names what COMMAND is, for the messages and for what happens when no
+# server can be had (see below): "tests" (the default), "demo" or "bench".
+#
+# - If DATABASE_URL is already set and non-empty, COMMAND is exec'd with the
+#   environment unchanged: no server is started, and PGBOUNCER_URL and
+#   REQPOOL_PGCTL are whatever the caller set (or unset).
+# - Otherwise a throwaway PostgreSQL is started: initdb into a fresh temporary
 #   folder, listening only on 127.0.0.1 on a free port (its unix socket stays
 #   in that folder), with settings meant for tests (fsync off and so on), and
-#   a database named "reqpool". COMMAND runs as a child with
-#   DATABASE_URL=postgres://postgres@127.0.0.1:PORT/reqpool?sslmode=disable.
-#   When it ends, however it ends, the server is stopped and the folder is
-#   removed, and the script exits with COMMAND's status.
+#   a database named "reqpool". Then a throwaway PgBouncer in front of it:
+#   127.0.0.1 on another free port, its unix socket, pid file and log in the
+#   same folder, pool_mode = transaction, auth_type = trust (auth_file lists
+#   the user "postgres"), default_pool_size = 20, max_client_conn = 2000,
+#   server_login_retry = 1, and ignore_startup_parameters =
+#   extra_float_digits,datestyle, so that lib/pq (which sends datestyle and
+#   client_encoding) and pgx can both connect; admin_users = postgres, so
+#   `psql` on the database "pgbouncer" through it reaches its console. Its
+#   soft limit of open files is raised to 4096 (within the hard limit), which
+#   max_client_conn needs. The script waits until
+#   `psql "$PGBOUNCER_URL" -c 'select 1'` works.
+#   COMMAND runs as a child with
+#     DATABASE_URL=postgres://postgres@127.0.0.1:PORT/reqpool?sslmode=disable
+#     PGBOUNCER_URL=postgres://postgres@127.0.0.1:PORT2/reqpool?sslmode=disable
+#     REQPOOL_PGCTL=FOLDER/pgctl, a generated script that runs pg_ctl for
+#       this server (as the right user, with its -D, -l and -o "-p PORT"):
+#       `"$REQPOOL_PGCTL" stop` stops it (pg_ctl's default fast mode; more
+#       pg_ctl options may follow, e.g. `stop -m immediate`) and
+#       `"$REQPOOL_PGCTL" start` starts it again on the same port and waits
+#       until it accepts connections; tests use it to simulate an outage.
+#   When COMMAND ends, however it ends, PgBouncer and then PostgreSQL are
+#   stopped and the folder is removed, and the script exits with COMMAND's
+#   status.
 # - The server binaries (initdb, pg_ctl, postgres) are looked up in PATH, then
-#   in the newest /usr/lib/postgresql/*/bin. As root, when they are missing,
-#   Debian's postgresql package is installed with apt-get. initdb refuses to
-#   run as root, so as root the server runs as the "postgres" OS user (created
-#   if missing).
-# - If no server can be had: with CI=true this is an error (exit 1);
-#   elsewhere a warning is printed and COMMAND runs without DATABASE_URL, so
-#   the tests that need PostgreSQL are skipped.
+#   in the newest /usr/lib/postgresql/*/bin; pgbouncer in PATH, then in
+#   /usr/sbin. As root, Debian's postgresql and pgbouncer packages are
+#   installed with apt-get when missing (one apt-get run for both). initdb and
+#   pgbouncer refuse to run as root, so as root both servers run as the
+#   "postgres" OS user (created if missing).
+# - If no PostgreSQL can be had: with CI=true this is an error (exit 1); for
+#   tests elsewhere a warning is printed and COMMAND runs without
+#   DATABASE_URL, PGBOUNCER_URL and REQPOOL_PGCTL, so the tests that need
+#   PostgreSQL are skipped; for the demo and the benchmarks, which cannot run
+#   without it, it is an error (exit 1) that says how to get one.
+# - If PostgreSQL runs but no PgBouncer can be had: with CI=true this is an
+#   error (exit 1); elsewhere COMMAND runs without PGBOUNCER_URL, after a
+#   warning for tests (the tests through PgBouncer are skipped) or a note for
+#   the demo and the benchmarks, which do not use it.
 #
 # Signals: COMMAND stays in the caller's process group and keeps its standard
 # input, so Ctrl-C at a terminal reaches it directly, just as it would without
 # the wrapper (the wrapper then does not send a second SIGINT). SIGINT and
 # SIGQUIT that come from anywhere else, and SIGTERM and SIGHUP, are forwarded
-# to COMMAND. The wrapper waits for COMMAND to end before it stops the server.
+# to COMMAND. The wrapper waits for COMMAND to end before it stops the
+# servers. Both servers detach from the terminal, so a Ctrl-C does not stop
+# them under a running COMMAND.
 set -euo pipefail
 
 readonly prog=with-postgres
@@ -38,9 +71,39 @@ readonly dbname=reqpool
 
 log() { printf '%s: %s\n' "$prog" "$*" >&2; }
 
-if (($# == 0)); then
-	printf 'usage: %s COMMAND [ARGS...]\n' "$0" >&2
+usage() {
+	printf 'usage: %s [--for tests|demo|bench] COMMAND [ARGS...]\n' "$0" >&2
 	exit 2
+}
+
+purpose=tests
+while (($# > 0)); do
+	case $1 in
+	--for=*)
+		purpose=${1#--for=}
+		shift
+		;;
+	--for)
+		if (($# < 2)); then
+			usage
+		fi
+		purpose=$2
+		shift 2
+		;;
+	--)
+		shift
+		break
+		;;
+	-*) usage ;;
+	*) break ;;
+	esac
+done
+case $purpose in
+tests | demo | bench) ;;
+*) usage ;;
+esac
+if (($# == 0)); then
+	usage
 fi
 
 # 1. A database given by the caller: use it as it is.
@@ -54,11 +117,16 @@ if [[ $(id -u) == 0 ]]; then
 	is_root=1
 fi
 
-tmp=''      # temporary folder: data directory, socket, logs
-data=''     # data directory, set once initdb has been asked to make it
-logfile=''  # server log
-port=''
+tmp=''       # temporary folder: data directory, sockets, logs, configuration
+data=''      # data directory, set once initdb has been asked to make it
+logfile=''   # server log
+port=''      # PostgreSQL's port
+free_port='' # set by pick_port
 initdb_bin='' pg_ctl_bin='' postgres_bin='' bindir=''
+bouncer_bin=''
+bouncer_port=''
+bouncer_pidfile=''
+bouncer_problem='' # why there is no PgBouncer, when there is none
 
 is_ci() {
 	case ${CI:-} in
@@ -67,7 +135,20 @@ is_ci() {
 	return 1
 }
 
-# Runs a server program as the user the server runs as: "postgres" when we
+# What COMMAND is, for messages: "the demo needs", or with "not", "the demo
+# does not need".
+needs() {
+	case $purpose:${1:-} in
+	tests:) printf 'the tests need' ;;
+	tests:not) printf 'the tests do not need' ;;
+	demo:) printf 'the demo needs' ;;
+	demo:not) printf 'the demo does not need' ;;
+	bench:) printf 'the benchmarks need' ;;
+	bench:not) printf 'the benchmarks do not need' ;;
+	esac
+}
+
+# Runs a server program as the user the servers run as: "postgres" when we
 # are root, ourselves otherwise. The working directory is the temporary
 # folder, which that user can enter.
 as_pg() {
@@ -112,16 +193,40 @@ find_server() {
 	return 1
 }
 
-# Installs Debian's postgresql package; output only when it fails.
-install_server() {
-	local out=$tmp/apt.log
+# Sets bouncer_bin, or returns 1.
+find_bouncer() {
+	local p
+	for p in "$(command -v pgbouncer)" /usr/sbin/pgbouncer; do
+		if [[ -n $p && -f $p && -x $p ]]; then
+			bouncer_bin=$p
+			return 0
+		fi
+	done
+	bouncer_bin=''
+	return 1
+}
+
+# Installs Debian's packages named in the arguments with one apt-get run;
+# output only when it fails.
+install_packages() {
+	local out=$tmp/apt.log names secs
 	if ! command -v apt-get >/dev/null 2>&1; then
+		log "apt-get not found: cannot install $*"
 		return 1
 	fi
-	log "PostgreSQL not found; installing Debian's postgresql package with apt-get"
+	names="$1 package" secs=15
+	if (($# == 2)); then
+		names="$1 and $2 packages"
+	fi
+	# Measured on a fresh Debian 12 (debootstrap minbase), apt-get update
+	# included: 12 s for both, 4 s for pgbouncer alone.
+	if [[ $* == pgbouncer ]]; then
+		secs=5
+	fi
+	log "installing Debian's $names with apt-get (about $secs s)..."
 	if ! {
 		apt-get update -qq &&
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
 	} >"$out" 2>&1; then
 		log "apt-get failed:"
 		tail -n 20 "$out" >&2
@@ -156,15 +261,15 @@ port_in_use() {
 	return 1
 }
 
-# Sets port to a free one, chosen at random below the usual ephemeral range
-# (32768 and up) so that concurrent runs rarely try the same one. Not run in
-# a subshell, so that each call draws new numbers.
+# Sets free_port to a free one, chosen at random below the usual ephemeral
+# range (32768 and up) so that concurrent runs rarely try the same one. Not
+# run in a subshell, so that each call draws new numbers.
 pick_port() {
 	local i p
 	for ((i = 0; i < 100; i++)); do
 		p=$((20000 + RANDOM % 12000))
-		if ! port_in_use "$p"; then
-			port=$p
+		if [[ $p != "$port" ]] && ! port_in_use "$p"; then
+			free_port=$p
 			return 0
 		fi
 	done
@@ -182,6 +287,7 @@ start_server() {
 	local attempt
 	for ((attempt = 1; attempt <= 5; attempt++)); do
 		pick_port || return 1
+		port=$free_port
 		if as_pg "$pg_ctl_bin" -D "$data" -l "$logfile" -o "-p $port" -w -t 30 -s start \
 			>>"$tmp/pg_ctl.log" 2>&1; then
 			return 0
@@ -195,16 +301,53 @@ start_server() {
 	return 1
 }
 
+psql_bin() {
+	command -v "$bindir/psql" || command -v psql
+}
+
 create_database() {
 	local tool
 	if tool=$(command -v "$bindir/createdb") || tool=$(command -v createdb); then
 		"$tool" -h 127.0.0.1 -p "$port" -U postgres "$dbname"
-	elif tool=$(command -v "$bindir/psql") || tool=$(command -v psql); then
+	elif tool=$(psql_bin); then
 		"$tool" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres \
 			-c "CREATE DATABASE $dbname"
 	else
 		return 1
 	fi
+}
+
+# Writes REQPOOL_PGCTL's script, $tmp/pgctl. Its paths are quoted with %q,
+# so it is a bash script.
+write_pgctl() {
+	local f=$tmp/pgctl run=''
+	if ((is_root)); then
+		if command -v runuser >/dev/null 2>&1; then
+			run='runuser -u postgres --'
+		else
+			# shellcheck disable=SC2016 # expanded by su's shell
+			run='su -s /bin/sh -c '\''exec "$0" "$@"'\'' -- postgres'
+		fi
+	fi
+	cat >"$f" <<EOF
+#!/usr/bin/env bash
+# Written by scripts/with-postgres.sh, and removed with its throwaway
+# PostgreSQL on 127.0.0.1:$port: pg_ctl for that server.
+#   \$REQPOOL_PGCTL stop|start|restart|status [PG_CTL_OPTIONS]
+# stop uses pg_ctl's default fast mode unless -m follows; start comes back on
+# the same port and returns once the server accepts connections.
+set -eu
+case \${1:-} in
+start | stop | restart | status) ;;
+*)
+	echo "usage: \$0 stop|start|restart|status [PG_CTL_OPTIONS]" >&2
+	exit 2
+	;;
+esac
+cd $(printf %q "$tmp")
+exec $run $(printf %q "$pg_ctl_bin") -D $(printf %q "$data") -l $(printf %q "$logfile") -o $(printf %q "-p $port") -w -t 30 -s "\$@"
+EOF
+	chmod 755 "$f"
 }
 
 stop_server() {
@@ -220,35 +363,198 @@ stop_server() {
 	fi
 }
 
+# Writes PgBouncer's configuration for port bouncer_port.
+write_bouncer_conf() {
+	printf '"postgres" ""\n' >"$tmp/userlist.txt"
+	cat >"$tmp/pgbouncer.ini" <<EOF
+; Written by scripts/with-postgres.sh: a throwaway PgBouncer for tests.
+[databases]
+$dbname = host=127.0.0.1 port=$port dbname=$dbname
+* = host=127.0.0.1 port=$port
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer_port
+unix_socket_dir = $tmp
+pidfile = $bouncer_pidfile
+logfile = $tmp/pgbouncer.log
+pool_mode = transaction
+auth_type = trust
+auth_file = $tmp/userlist.txt
+admin_users = postgres
+default_pool_size = 20
+max_client_conn = 2000
+server_login_retry = 1
+ignore_startup_parameters = extra_float_digits,datestyle
+EOF
+	chmod 644 "$tmp/userlist.txt" "$tmp/pgbouncer.ini"
+}
+
+# Whether process $1 runs: not gone, and not a zombie that init has yet to
+# reap (PgBouncer detaches, so init is its parent).
+alive() {
+	local stat
+	kill -0 "$1" 2>/dev/null || return 1
+	{ stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 0
+	stat=${stat##*) }
+	[[ ${stat:0:1} != Z ]]
+}
+
+bouncer_pid() {
+	local pid
+	pid=$(head -n 1 "$bouncer_pidfile" 2>/dev/null) || return 1
+	[[ $pid =~ ^[0-9]+$ ]] && printf '%s' "$pid"
+}
+
+# Whether PgBouncer answers `select 1` on bouncer_port; without psql, whether
+# it listens there.
+bouncer_answers() {
+	local tool
+	if tool=$(psql_bin); then
+		PGCONNECT_TIMEOUT=2 "$tool" -X -q -At -c 'select 1' \
+			"postgres://postgres@127.0.0.1:$bouncer_port/$dbname?sslmode=disable" >/dev/null 2>&1
+	else
+		port_in_use "$bouncer_port"
+	fi
+}
+
+# Starts PgBouncer in the background (-d: it detaches from the terminal) on
+# a free port and waits until it answers; tries another port if two runs
+# raced for the same one. Sets bouncer_port, or bouncer_problem and returns 1.
+start_bouncer() {
+	local attempt start pid
+	bouncer_pidfile=$tmp/pgbouncer.pid
+	for ((attempt = 1; attempt <= 5; attempt++)); do
+		if ! pick_port; then
+			bouncer_problem='no free port for PgBouncer'
+			return 1
+		fi
+		bouncer_port=$free_port
+		write_bouncer_conf
+		rm -f -- "$tmp/pgbouncer.log"
+		# max_client_conn = 2000 needs about 2,050 file descriptors, more than
+		# the usual soft limit of 1024 (which runuser sets): raise it up to
+		# the hard limit.
+		# shellcheck disable=SC2016 # expanded by that sh
+		if ! as_pg sh -c 'n=$(ulimit -Hn); if [ "$n" = unlimited ] || [ "$n" -gt 4096 ]; then n=4096; fi
+			ulimit -S -n "$n" 2>/dev/null; exec "$0" "$@"' \
+			"$bouncer_bin" -d -q "$tmp/pgbouncer.ini" >>"$tmp/pgbouncer.out" 2>&1; then
+			if grep -qi 'address already in use' "$tmp/pgbouncer.log" "$tmp/pgbouncer.out" 2>/dev/null; then
+				continue
+			fi
+			bouncer_problem='PgBouncer did not start'
+			return 1
+		fi
+		# Up to 10 s for it to answer through to PostgreSQL. It writes its pid
+		# file once it runs; its log says "cannot listen" when its port was
+		# taken since pick_port (it may go on, on its unix socket alone), and
+		# "FATAL" when it gives up.
+		start=$SECONDS
+		while ((SECONDS - start < 10)); do
+			if grep -Eq 'FATAL|cannot listen' "$tmp/pgbouncer.log" 2>/dev/null; then
+				break
+			fi
+			if pid=$(bouncer_pid); then
+				if ! alive "$pid"; then
+					break
+				fi
+				if bouncer_answers; then
+					return 0
+				fi
+			elif ((SECONDS - start >= 3)); then
+				break # no pid file after 3 s
+			fi
+			sleep 0.1
+		done
+		stop_bouncer
+		if grep -qi 'address already in use' "$tmp/pgbouncer.log" 2>/dev/null; then
+			continue
+		fi
+		bouncer_problem='PgBouncer did not start, or did not answer "select 1" within 10 s'
+		return 1
+	done
+	bouncer_problem='PgBouncer found no free port in 5 tries'
+	return 1
+}
+
+stop_bouncer() {
+	local pid i
+	if [[ -z $bouncer_pidfile ]] || ! pid=$(bouncer_pid); then
+		return 0
+	fi
+	# SIGTERM: immediate shutdown (PgBouncer before 1.23; SIGINT waits for
+	# the clients). Then up to 5 s for it to go, and SIGKILL.
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < 50; i++)); do
+		alive "$pid" || return 0
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+}
+
 cleanup() {
 	set +e
+	stop_bouncer
 	stop_server
 	if [[ -n $tmp ]]; then
 		rm -rf -- "$tmp"
 	fi
-	tmp='' data=''
+	tmp='' data='' bouncer_pidfile=''
 }
 
-# No server: an error in CI, a warning elsewhere.
+# No PostgreSQL: an error in CI, for the demo and for the benchmarks; a
+# warning for tests elsewhere, which then run without it.
 no_server() {
 	local reason=$1
 	if is_ci; then
-		log "error: $reason (with CI=true PostgreSQL is required: install it or set DATABASE_URL)"
-	else
+		log "error: $reason; with CI=true PostgreSQL is required: install it or set DATABASE_URL"
+	elif [[ $purpose == tests ]]; then
 		log "warning: $reason"
-		log "running without DATABASE_URL: the tests that need PostgreSQL will be skipped (install PostgreSQL or set DATABASE_URL)"
+		log "running without DATABASE_URL: the tests that need PostgreSQL will be skipped; to run them, install it (Debian: sudo apt-get install postgresql) or set DATABASE_URL"
+	else
+		log "error: $reason"
+		log "$(needs) PostgreSQL: install it (Debian: sudo apt-get install postgresql) or set DATABASE_URL to a database of yours"
 	fi
 	if [[ -n $logfile && -s $logfile ]]; then
 		log "last lines of the server log:"
 		tail -n 25 "$logfile" >&2
 	fi
-	if is_ci; then
+	if is_ci || [[ $purpose != tests ]]; then
 		exit 1
 	fi
 	cleanup
 	trap - EXIT INT TERM HUP QUIT
-	unset DATABASE_URL
+	unset DATABASE_URL PGBOUNCER_URL REQPOOL_PGCTL
 	exec "${cmd[@]}"
+}
+
+# No PgBouncer: an error in CI, a warning for tests elsewhere, a note for
+# the demo and the benchmarks, which do not use it.
+no_bouncer() {
+	local reason=$1 advice=''
+	if [[ -z $bouncer_bin ]]; then
+		advice='; to run them, install it (Debian: sudo apt-get install pgbouncer)'
+	fi
+	if is_ci; then
+		log "error: $reason; with CI=true PgBouncer is required${advice:+: install it (Debian: apt-get install pgbouncer)}"
+	elif [[ $purpose == tests ]]; then
+		log "warning: $reason"
+	else
+		log "note: $reason; $(needs not) it"
+	fi
+	if [[ -s $tmp/pgbouncer.out ]]; then
+		tail -n 10 "$tmp/pgbouncer.out" >&2
+	fi
+	if [[ -s $tmp/pgbouncer.log ]]; then
+		log "last lines of PgBouncer's log:"
+		tail -n 10 "$tmp/pgbouncer.log" >&2
+	fi
+	if is_ci; then
+		exit 1
+	fi
+	if [[ $purpose == tests ]]; then
+		log "running without PGBOUNCER_URL: the tests through PgBouncer will be skipped$advice"
+	fi
 }
 
 trap cleanup EXIT
@@ -258,7 +564,7 @@ trap 'exit 131' QUIT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-# 2. Find or install the server binaries.
+# 2. Find or install the programs.
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/$prog.XXXXXX") || no_server "cannot make a temporary folder"
 # Keep the socket path short enough for a unix socket (107 bytes).
 if ((${#tmp} > 80)); then
@@ -266,16 +572,28 @@ if ((${#tmp} > 80)); then
 	tmp=$(mktemp -d "/tmp/$prog.XXXXXX")
 fi
 
+missing=()
+find_server || missing+=(postgresql)
+find_bouncer || missing+=(pgbouncer)
+if ((${#missing[@]} > 0 && is_root)); then
+	install_packages "${missing[@]}" || true
+fi
 if ! find_server; then
 	if ((is_root)); then
-		if ! install_server; then
-			no_server "PostgreSQL server programs (initdb, pg_ctl, postgres) not found, and installing Debian's postgresql package failed"
-		fi
-		if ! find_server; then
-			no_server "PostgreSQL server programs (initdb, pg_ctl, postgres) still not found after installing Debian's postgresql package"
-		fi
+		no_server "PostgreSQL not found (initdb, pg_ctl, postgres), and installing Debian's postgresql package did not bring it"
 	else
-		no_server "PostgreSQL server programs (initdb, pg_ctl, postgres) not found in PATH or /usr/lib/postgresql/*/bin, and not root, so not installing them (Debian: apt-get install postgresql)"
+		no_server "PostgreSQL not found: no initdb, pg_ctl and postgres in PATH or /usr/lib/postgresql/*/bin (this script installs it only when run as root)"
+	fi
+fi
+if ! find_bouncer; then
+	if ((is_root)); then
+		bouncer_problem="PgBouncer not found, and installing Debian's pgbouncer package did not bring it"
+	else
+		bouncer_problem="PgBouncer not found: no pgbouncer in PATH or /usr/sbin (this script installs it only when run as root)"
+	fi
+	# In CI, fail before starting anything.
+	if is_ci; then
+		no_bouncer "$bouncer_problem"
 	fi
 fi
 
@@ -294,6 +612,11 @@ logfile=$tmp/postgres.log
 data=$tmp/data
 
 # 3. Make the cluster and start it.
+if [[ -n $bouncer_bin ]]; then
+	log "starting a throwaway PostgreSQL and PgBouncer (about 2 s)..."
+else
+	log "starting a throwaway PostgreSQL (about 2 s)..."
+fi
 if ! as_pg "$initdb_bin" -D "$data" -A trust -U postgres -E UTF8 --no-locale --no-sync \
 	>"$tmp/initdb.log" 2>&1; then
 	cat "$tmp/initdb.log" >&2
@@ -317,12 +640,26 @@ if ! create_database >>"$tmp/pg_ctl.log" 2>&1; then
 	cat "$tmp/pg_ctl.log" >&2
 	no_server "could not create the database $dbname"
 fi
+write_pgctl
+
+# 4. PgBouncer in front of it.
+if [[ -z $bouncer_bin ]] || ! start_bouncer; then
+	no_bouncer "$bouncer_problem"
+fi
 
 version=$("$postgres_bin" -V 2>/dev/null | sed -n 's/.*(PostgreSQL) \([^ ]*\).*/\1/p')
-log "PostgreSQL ${version:-?} on 127.0.0.1:$port (data in $tmp)"
 export DATABASE_URL="postgres://postgres@127.0.0.1:$port/$dbname?sslmode=disable"
+export REQPOOL_PGCTL=$tmp/pgctl
+if [[ -n $bouncer_port && -z $bouncer_problem ]]; then
+	bversion=$("$bouncer_bin" --version 2>/dev/null | sed -n '1s/^PgBouncer \([^ ]*\).*/\1/p')
+	log "PostgreSQL ${version:-?} on 127.0.0.1:$port, PgBouncer ${bversion:-?} on 127.0.0.1:$bouncer_port (data and logs in $tmp)"
+	export PGBOUNCER_URL="postgres://postgres@127.0.0.1:$bouncer_port/$dbname?sslmode=disable"
+else
+	log "PostgreSQL ${version:-?} on 127.0.0.1:$port (data and logs in $tmp)"
+	unset PGBOUNCER_URL
+fi
 
-# 4. Run COMMAND as a child and pass signals on.
+# 5. Run COMMAND as a child and pass signals on.
 
 # Whether this script is in the foreground process group of its terminal:
 # then a Ctrl-C or Ctrl-\ at that terminal has reached COMMAND already.

@@ -172,9 +172,9 @@ Try:
   curl -s %[1]s/stats
   curl -s %[1]s/healthz
 
-Watch the queries, tagged with their request id, from another terminal:
+Watch the running queries, tagged with their request id, from another terminal:
   psql %[3]s
-  => select pid, state, query from pg_stat_activity where query like '%%request_id%%' and pid <> pg_backend_pid() \watch 0.5
+  => select pid, now() - query_start as running, query from pg_stat_activity where state = 'active' and query like '%%request_id%%' and pid <> pg_backend_pid() \watch 0.5
 
 `, base, workers, db)
 }
