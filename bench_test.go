@@ -196,3 +196,33 @@ type discardWriter struct{ h http.Header }
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(int)             {}
+
+// BenchmarkObserve is the cost of observing: a Fanout of 8 no-op queries
+// with no Observer attached, and with one that does nothing.
+func BenchmarkObserve(b *testing.B) {
+	p, err := New(Config{Workers: benchWorkers})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Shutdown(context.Background()) })
+	qs := repeat(benchTasks, Func(noop))
+	run := func(b *testing.B) {
+		ctx, release := p.NewContext(context.Background())
+		defer release()
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := Fanout(ctx, qs...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("observers=0", run)
+	detach := p.Observe(nopObserver{})
+	defer detach()
+	b.Run("observers=1", run)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) QueryDone(context.Context, QueryRecord) {}
+func (nopObserver) Refused(context.Context, Refusal)       {}

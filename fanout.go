@@ -3,6 +3,7 @@ package reqpool
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // Fanout runs queries in parallel on the pool of the handle in ctx, and waits
@@ -50,10 +51,15 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 		return nil
 	}
 	s := p.sched
+	var obs []Observer
+	if o := p.observers.Load(); o != nil {
+		obs = *o
+	}
 	if n > p.cfg.MaxFanout {
 		s.mu.Lock()
 		s.stats.Rejected++
 		s.mu.Unlock()
+		recordRefusal(ctx, obs, Refusal{RequestID: h.id, Queries: n, Reason: RefusedTooMany})
 		return fmt.Errorf("%w: %d queries, MaxFanout is %d", ErrTooManyTasks, n, p.cfg.MaxFanout)
 	}
 	if err := checkQueries(queries); err != nil {
@@ -68,6 +74,9 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	}
 
 	g := &group{sched: s, queries: queries}
+	if obs != nil {
+		g.obs, g.reqID, g.admitted = obs, h.id, time.Now()
+	}
 	g.Context, g.cancel = context.WithCancelCause(ctx)
 	defer g.cancel(nil)
 
@@ -83,6 +92,13 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	lent := parent != nil && parent.lent < parent.executing
 	if err := s.admit(g, lent); err != nil {
 		s.mu.Unlock()
+		if obs != nil && err != context.Canceled {
+			reason := RefusedQueueFull
+			if err == ErrClosed {
+				reason = RefusedClosed
+			}
+			recordRefusal(ctx, obs, Refusal{RequestID: h.id, Queries: n, Reason: reason})
+		}
 		return err
 	}
 	first, kind := -1, ownSlot
@@ -128,6 +144,7 @@ func (s *sched) wait(g *group) error {
 	g.req.liveGroups.remove(g)
 	err, dropped := g.err, g.dropped
 	s.mu.Unlock()
+	g.recordDropped()
 	if err == nil && dropped {
 		// Dropped because g's context ended: its cause says why (ErrClosed
 		// from a Shutdown out of time, or plain ctx.Err()).

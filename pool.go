@@ -3,6 +3,7 @@ package reqpool
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -131,8 +132,9 @@ func (c Config) withDefaults() (Config, error) {
 // each starting the next once it has taken a query. A slot holder that finds
 // nothing to run gives its slot back and, if it was a helper, exits.
 type Pool struct {
-	cfg   Config // normalised by withDefaults; read-only after New
-	sched *sched // the scheduler, with the mutex that guards all mutable state
+	cfg       Config                     // normalised by withDefaults; read-only after New
+	sched     *sched                     // the scheduler, with the mutex that guards its state
+	observers atomic.Pointer[[]Observer] // attached by Observe; nil when none; replaced, never changed in place
 }
 
 // New returns a Pool configured by cfg, or an error wrapping ErrInvalidConfig.

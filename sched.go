@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // sched is a Pool's scheduler: everything the pool's mutex guards lives
@@ -68,16 +69,24 @@ type group struct {
 	req     *request // the request it belongs to
 	queries []Query
 
+	// For observers (see observe.go); obs is nil when there are none, and
+	// then the rest stays zero.
+	obs      []Observer
+	reqID    string
+	admitted time.Time
+
 	// Guarded by sched.mu.
-	arrival   uint64        // Stats.Completed when the group was admitted
-	started   int           // queries[started:] are queued
-	pending   int           // queries neither finished nor dropped
-	executing int           // queries executing, in any slot
-	lent      int           // nested Fanout callers running in the slots of executing queries
-	dropped   bool          // some queries were dropped unstarted
-	err       error         // the first failure, a *QueryError
-	done      chan struct{} // closed when pending reaches 0; nil until the caller waits
-	links     [2]links      // its places on req's lists, indexed by listKind
+	arrival     uint64 // Stats.Completed when the group was admitted
+	started     int    // queries[started:] are queued
+	pending     int    // queries neither finished nor dropped
+	executing   int    // queries executing, in any slot
+	lent        int    // nested Fanout callers running in the slots of executing queries
+	dropped     bool   // some queries were dropped unstarted: queries[droppedFrom:]
+	droppedFrom int
+	droppedAt   time.Time     // when, for observers
+	err         error         // the first failure, a *QueryError
+	done        chan struct{} // closed when pending reaches 0; nil until the caller waits
+	links       [2]links      // its places on req's lists, indexed by listKind
 }
 
 type groupKey struct{}
@@ -243,6 +252,10 @@ func (s *sched) drop(g *group) {
 	}
 	r := g.req
 	r.queuedGroups.remove(g)
+	g.droppedFrom = g.started
+	if g.obs != nil {
+		g.droppedAt = time.Now()
+	}
 	g.started = len(g.queries)
 	g.pending -= k
 	g.dropped = true
@@ -347,8 +360,10 @@ func (s *sched) help() {
 func (s *sched) run(kind slotKind, g *group, i int, parent *group) {
 	counted := kind != lentSlot
 	done := false
+	var started time.Time // of query i, for observers
 	defer func() {
 		if !done {
+			g.recordQuery(i, started, errGoexit)
 			s.mu.Lock()
 			s.finish(g, i, errGoexit, counted)
 			if kind != helperSlot {
@@ -359,7 +374,13 @@ func (s *sched) run(kind slotKind, g *group, i int, parent *group) {
 		}
 	}()
 	for {
+		if g.obs != nil && started.IsZero() {
+			started = time.Now()
+		}
 		err := g.call(i)
+		// One clock read serves as this query's end and the next one's
+		// start: the time between is the loop's own bookkeeping.
+		started = g.recordQuery(i, started, err)
 		s.mu.Lock()
 		s.finish(g, i, err, counted)
 		if kind == helperSlot {

@@ -1,0 +1,189 @@
+package reqpool
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// An Observer is told how every query of a Pool ended and why every refused
+// Fanout was refused; attach one with Pool.Observe. reqprom (Prometheus),
+// reqotel (OpenTelemetry) and Pool.DebugHandler are Observers.
+//
+// Its methods are called on the goroutine that ran the query or made the
+// refused Fanout, outside the pool's lock, concurrently with each other:
+// they must be safe for concurrent use and return quickly. A pool with no
+// Observer attached reads no clock for them.
+type Observer interface {
+	// QueryDone reports a query that returned, or that was dropped without
+	// starting. ctx is the context the query ran with (or would have): it
+	// carries the request's values, such as a tracing span.
+	QueryDone(ctx context.Context, rec QueryRecord)
+
+	// Refused reports a Fanout that was refused as a whole.
+	Refused(ctx context.Context, ref Refusal)
+}
+
+// QueryRecord is what an Observer learns of one query.
+type QueryRecord struct {
+	RequestID string    // the request id of its handle
+	Index     int       // its position in its Fanout call
+	Admitted  time.Time // when its Fanout was admitted
+	Started   time.Time // when it started; zero if it was dropped
+	Finished  time.Time // when it returned, or was dropped
+	Outcome   Outcome
+	Err       error // what it returned, for OutcomeError and OutcomePanic
+}
+
+// Wait is how long the query waited in the queue: from its Fanout's
+// admission to its start, or to its drop.
+func (r QueryRecord) Wait() time.Duration {
+	if r.Started.IsZero() {
+		return r.Finished.Sub(r.Admitted)
+	}
+	return r.Started.Sub(r.Admitted)
+}
+
+// Run is how long the query ran: zero if it was dropped.
+func (r QueryRecord) Run() time.Duration {
+	if r.Started.IsZero() {
+		return 0
+	}
+	return r.Finished.Sub(r.Started)
+}
+
+// Outcome says how a query ended.
+type Outcome uint8
+
+const (
+	OutcomeOK      Outcome = iota // returned nil
+	OutcomeError                  // returned an error
+	OutcomePanic                  // panicked (or called runtime.Goexit)
+	OutcomeDropped                // never started: its context ended, a sibling failed, or Shutdown ran out of time
+)
+
+// String returns "ok", "error", "panic" or "dropped", the label values that
+// reqprom exports.
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeOK:
+		return "ok"
+	case OutcomeError:
+		return "error"
+	case OutcomePanic:
+		return "panic"
+	case OutcomeDropped:
+		return "dropped"
+	}
+	return "unknown"
+}
+
+// Refusal is what an Observer learns of a refused Fanout.
+type Refusal struct {
+	RequestID string
+	Queries   int // how many queries the Fanout had
+	Reason    RefusalReason
+}
+
+// RefusalReason says why a Fanout was refused.
+type RefusalReason uint8
+
+const (
+	RefusedQueueFull RefusalReason = iota // ErrQueueFull
+	RefusedTooMany                        // ErrTooManyTasks
+	RefusedClosed                         // ErrClosed
+)
+
+// String returns "queue_full", "too_many" or "closed", the label values
+// that reqprom exports.
+func (r RefusalReason) String() string {
+	switch r {
+	case RefusedQueueFull:
+		return "queue_full"
+	case RefusedTooMany:
+		return "too_many"
+	case RefusedClosed:
+		return "closed"
+	}
+	return "unknown"
+}
+
+// Observe attaches o to p: from now on o is told of every query that ends
+// and every Fanout refused. It returns a function that detaches o again.
+// Observers cost each query one clock read, and each Fanout one more, plus
+// their own calls (see BenchmarkObserve); with none attached, a Fanout pays
+// one atomic load.
+func (p *Pool) Observe(o Observer) (detach func()) {
+	p.editObservers(func(os []Observer) []Observer { return append(os, o) })
+	return func() {
+		p.editObservers(func(os []Observer) []Observer {
+			if i := slices.Index(os, o); i >= 0 {
+				return slices.Delete(os, i, i+1)
+			}
+			return os
+		})
+	}
+}
+
+// editObservers replaces p's observers with edit's result on a copy, so
+// that a Fanout reads them with one atomic load and no lock.
+func (p *Pool) editObservers(edit func([]Observer) []Observer) {
+	for {
+		old := p.observers.Load()
+		var cur []Observer
+		if old != nil {
+			cur = slices.Clone(*old)
+		}
+		next := edit(cur)
+		var ptr *[]Observer
+		if len(next) > 0 {
+			ptr = &next
+		}
+		if p.observers.CompareAndSwap(old, ptr) {
+			return
+		}
+	}
+}
+
+// recordQuery tells g's observers how query i, started at started, ended,
+// and returns the time it ended (zero without observers). Called outside
+// the lock.
+func (g *group) recordQuery(i int, started time.Time, err error) time.Time {
+	if g.obs == nil {
+		return time.Time{}
+	}
+	rec := QueryRecord{RequestID: g.reqID, Index: i, Admitted: g.admitted, Started: started, Finished: time.Now(), Err: err}
+	switch _, panicked := err.(*PanicError); {
+	case err == nil:
+		rec.Outcome = OutcomeOK
+	case panicked || err == errGoexit:
+		rec.Outcome = OutcomePanic
+	default:
+		rec.Outcome = OutcomeError
+	}
+	for _, o := range g.obs {
+		o.QueryDone(g, rec)
+	}
+	return rec.Finished
+}
+
+// recordDropped tells g's observers of its dropped queries, once its caller
+// has its outcome.
+func (g *group) recordDropped() {
+	if g.obs == nil || !g.dropped {
+		return
+	}
+	for i := g.droppedFrom; i < len(g.queries); i++ {
+		rec := QueryRecord{RequestID: g.reqID, Index: i, Admitted: g.admitted, Finished: g.droppedAt, Outcome: OutcomeDropped}
+		for _, o := range g.obs {
+			o.QueryDone(g, rec)
+		}
+	}
+}
+
+// recordRefusal tells obs of a refused Fanout.
+func recordRefusal(ctx context.Context, obs []Observer, ref Refusal) {
+	for _, o := range obs {
+		o.Refused(ctx, ref)
+	}
+}

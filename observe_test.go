@@ -1,0 +1,121 @@
+package reqpool
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recorder is an Observer that keeps what it is told.
+type recorder struct {
+	mu       sync.Mutex // protects the fields below
+	queries  []QueryRecord
+	refusals []Refusal
+}
+
+func (r *recorder) QueryDone(_ context.Context, rec QueryRecord) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.queries = append(r.queries, rec)
+}
+
+func (r *recorder) Refused(_ context.Context, ref Refusal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refusals = append(r.refusals, ref)
+}
+
+// outcomes returns the outcomes recorded, by query index.
+func (r *recorder) outcomes() map[int]Outcome {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := map[int]Outcome{}
+	for _, q := range r.queries {
+		m[q.Index] = q.Outcome
+	}
+	return m
+}
+
+func TestObserve(t *testing.T) {
+	p := newPool(t, Config{Workers: 1, QueueSize: 2, MaxFanout: 3})
+	var rec recorder
+	detach := p.Observe(&rec)
+	ctx, release := p.newContext(context.Background(), "obs-1")
+	defer release()
+
+	// ok, error (which drops the third), in one slot: 0 ok, 1 error, 2 dropped.
+	boom := errors.New("boom")
+	err := Fanout(ctx, sleep(time.Millisecond), Func(func(context.Context) error { return boom }), sleep(0))
+	if !errors.Is(err, boom) {
+		t.Fatalf("Fanout = %v", err)
+	}
+	if got, want := rec.outcomes(), map[int]Outcome{0: OutcomeOK, 1: OutcomeError, 2: OutcomeDropped}; !maps.Equal(got, want) {
+		t.Errorf("outcomes %v, want %v", got, want)
+	}
+	for _, q := range rec.queries {
+		if q.RequestID != "obs-1" || q.Admitted.IsZero() || q.Finished.Before(q.Admitted) ||
+			(q.Outcome != OutcomeDropped) == q.Started.IsZero() || q.Wait() < 0 || q.Run() < 0 {
+			t.Errorf("record %+v", q)
+		}
+		if q.Outcome == OutcomeOK && q.Run() < time.Millisecond {
+			t.Errorf("the 1 ms query ran %v", q.Run())
+		}
+	}
+	rec.queries = nil
+	if err := Fanout(ctx, Func(func(context.Context) error { panic("bug") })); err == nil {
+		t.Fatal("a panic gave no error")
+	}
+	if got := rec.outcomes(); got[0] != OutcomePanic {
+		t.Errorf("panic recorded as %v", got[0])
+	}
+
+	// Refusals, each with its reason.
+	Fanout(ctx, repeat(4, sleep(0))...) // above MaxFanout
+	hold := make(chan struct{})
+	running := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- Fanout(ctx, Func(func(context.Context) error { close(running); <-hold; return nil }), sleep(0), sleep(0))
+	}()
+	<-running
+	Fanout(ctx, sleep(0)) // the queue is full
+	close(hold)
+	<-done
+	p.Shutdown(context.Background())
+	Fanout(ctx, sleep(0)) // closed
+	want := []RefusalReason{RefusedTooMany, RefusedQueueFull, RefusedClosed}
+	var got []RefusalReason
+	for _, r := range rec.refusals {
+		got = append(got, r.Reason)
+		if r.RequestID != "obs-1" || r.Queries == 0 {
+			t.Errorf("refusal %+v", r)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("refusals %v, want %v", got, want)
+	}
+	if s := p.Stats(); s.Rejected != 3 {
+		t.Errorf("Stats.Rejected = %d, want 3", s.Rejected)
+	}
+
+	// Detached, it hears nothing more.
+	detach()
+	n := len(rec.queries)
+	p2 := newPool(t, Config{})
+	p2.Observe(&rec)()
+	ctx2 := handleCtx(t, p2)
+	Fanout(ctx2, sleep(0))
+	if len(rec.queries) != n {
+		t.Errorf("a detached observer was told of %d more queries", len(rec.queries)-n)
+	}
+	for _, s := range []string{OutcomeOK.String(), OutcomeError.String(), OutcomePanic.String(), OutcomeDropped.String(),
+		RefusedQueueFull.String(), RefusedTooMany.String(), RefusedClosed.String()} {
+		if s == "unknown" {
+			t.Error("a named value prints as unknown")
+		}
+	}
+}
