@@ -22,6 +22,8 @@ type Handle struct {
 	parent context.Context // the request's context: when it ends, the request's queued queries are dropped
 	hdr    [1]string       // the X-Request-ID header's value, set without an allocation of its own
 
+	timing *serverTiming // sums for the Server-Timing header; nil unless Config.ServerTiming
+
 	state atomic.Int32 // fresh, registered or released; see enter and release
 	stop  func() bool  // unregisters the AfterFunc on parent; set by enter, called by release
 	req   *request     // the handle's place in the scheduler, made by enter; guarded by pool.sched.mu

@@ -55,6 +55,9 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	if o := p.observers.Load(); o != nil {
 		obs = *o
 	}
+	if h.timing != nil {
+		obs = append(obs[:len(obs):len(obs)], h.timing) // a copy: obs is shared
+	}
 	if n > p.cfg.MaxFanout {
 		s.mu.Lock()
 		s.stats.Rejected++

@@ -16,8 +16,9 @@ const maxRequestIDLen = 64
 // The request id is the X-Request-ID header when it is a sane token (1 to 64
 // of A-Z a-z 0-9 . _ -); anything else is replaced by a new UUIDv7, so a
 // hostile header never reaches logs or SQL comments. The id is set as the
-// response's X-Request-ID header before the handler runs. Middleware writes
-// nothing else.
+// response's X-Request-ID header before the handler runs. With
+// Config.ServerTiming, it also wraps the ResponseWriter to add a
+// Server-Timing header (see there). Middleware writes nothing else.
 //
 // When the client goes away, the request context ends: the request's queued
 // queries are dropped and its executing ones see their context done. When the
@@ -41,6 +42,10 @@ func Middleware(p *Pool) func(http.Handler) http.Handler {
 			// The canonical key, and a slice that lives in the handle: the
 			// same as Header().Set, without an allocation of its own.
 			w.Header()[canonicalRequestIDHeader] = h.hdr[:]
+			if p.cfg.ServerTiming {
+				h.timing = new(serverTiming)
+				w = &timingWriter{ResponseWriter: w, t: h.timing}
+			}
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}

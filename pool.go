@@ -45,6 +45,14 @@ type Config struct {
 	// DefaultRetryAfter (1s).
 	RetryAfter time.Duration
 
+	// ServerTiming makes Middleware add a Server-Timing header to each
+	// response, "reqpool-wait;dur=W, reqpool-run;dur=R": how long, in
+	// milliseconds, the request's queries waited in the queue and ran, in
+	// all, up to the moment the response's header went out. Browsers'
+	// developer tools show it. Off by default: it costs each query of a
+	// request a clock read, and each request a wrapped ResponseWriter.
+	ServerTiming bool
+
 	// DisableSQLComment stops Select, Get, Exec and ExecResult from tagging
 	// their statements with the request id. By default (false) each
 	// statement ends with a sqlcommenter comment, /*request_id='…'*/, that
