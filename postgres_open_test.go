@@ -12,19 +12,7 @@ import (
 // directly and through PgBouncer in transaction mode; reqpgx runs the same
 // ones with pgx.
 
-func TestOpenPostgresResults(t *testing.T) {
-	for _, tg := range pgtest.Targets(t) {
-		t.Run(tg.Name, func(t *testing.T) { pgtest.Results(t, reqpool.OpenPostgres, tg.DSN, 16, 2400) })
-	}
-}
-
-func TestOpenPostgresHangUpSoak(t *testing.T) {
-	for _, tg := range pgtest.Targets(t) {
-		t.Run(tg.Name, func(t *testing.T) { pgtest.HangUpSoak(t, reqpool.OpenPostgres, tg.DSN, 1000, 50) })
-	}
-}
-
-func TestOpenPostgresOutage(t *testing.T) { pgtest.Outage(t, reqpool.OpenPostgres) }
+func TestOpenPostgres(t *testing.T) { pgtest.Suite(t, reqpool.OpenPostgres) }
 
 // TestOpenPostgresBadInput: a DSN lib/pq cannot parse or accept and a nil
 // pool are errors, not panics.

@@ -17,19 +17,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // through PgBouncer in transaction mode; the root module runs the same ones
 // with lib/pq.
 
-func TestOpenResults(t *testing.T) {
-	for _, tg := range pgtest.Targets(t) {
-		t.Run(tg.Name, func(t *testing.T) { pgtest.Results(t, reqpgx.Open, tg.DSN, 16, 2400) })
-	}
-}
-
-func TestOpenHangUpSoak(t *testing.T) {
-	for _, tg := range pgtest.Targets(t) {
-		t.Run(tg.Name, func(t *testing.T) { pgtest.HangUpSoak(t, reqpgx.Open, tg.DSN, 1000, 50) })
-	}
-}
-
-func TestOpenOutage(t *testing.T) { pgtest.Outage(t, reqpgx.Open) }
+func TestOpen(t *testing.T) { pgtest.Suite(t, reqpgx.Open) }
 
 // TestOpenBadInput: a DSN pgx cannot parse and a nil pool are errors, not
 // panics.
