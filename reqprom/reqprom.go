@@ -1,0 +1,271 @@
+// Package reqprom exports the metrics of a reqpool.Pool to Prometheus.
+//
+//	pool, err := reqpool.New(reqpool.Config{Workers: 16})
+//	...
+//	prometheus.MustRegister(reqprom.NewCollector(pool))
+//	http.Handle("/metrics", promhttp.Handler())
+//
+// NewCollector's Collector exports, in Prometheus' base units:
+//
+//	reqpool_workers                 gauge      Config.Workers
+//	reqpool_queries_running         gauge      queries executing now
+//	reqpool_queries_queued          gauge      queries admitted and waiting to start
+//	reqpool_requests_active         gauge      requests (handles) that have fanned out and are not yet released
+//	reqpool_queries_total           counter    queries that ended, by outcome: ok, error, panic or dropped
+//	reqpool_rejected_total          counter    Fanout calls refused as a whole, by reason: queue_full, too_many or closed
+//	reqpool_queue_wait_seconds      histogram  how long each query waited in the queue
+//	reqpool_query_duration_seconds  histogram  how long each query that started ran
+//
+// The gauges are read from Pool.Stats when Prometheus scrapes; the counters
+// and histograms are kept by a reqpool.Observer that NewCollector attaches
+// to the pool, and so count from NewCollector on, not from reqpool.New.
+//
+// # Outcomes
+//
+// A query that panicked (or called runtime.Goexit) is counted with
+// outcome="panic", not as an error: an error is usually the database's
+// answer, a panic a bug in the application, and the two call for different
+// alerts. reqpool's own Stats.Failed counts both; in PromQL it is
+// reqpool_queries_total{outcome=~"error|panic"}. A query that never started
+// (its request's context ended, a sibling failed, or Shutdown ran out of
+// time) is counted with outcome="dropped". Every label value of both
+// counters is exported from the start, at 0, so that rate() and alerts see
+// a series before its first event.
+//
+// # Buckets
+//
+// Both histograms have the same buckets: 100 µs to 10 s in steps of
+// about 2.5× (1, 2.5, 5 per decade). A query of an OLTP database takes from
+// a few hundred microseconds (an indexed lookup on a warm cache) to a few
+// hundred milliseconds, and a statement_timeout usually cuts it off within
+// seconds. The queue wait of a pool with free workers is near zero (the
+// first bucket), and that of a loaded pool up to about QueueSize/Workers
+// query times, when the queue is full.
+// Past 10 s only the +Inf bucket counts.
+//
+// The queue wait of a dropped query is the time from its Fanout's admission
+// to its drop, a lower bound of what it would have waited: it is observed
+// too, so that an overloaded pool whose requests give up while queued shows
+// long waits rather than only the short waits of the queries that got to
+// run. reqpool_queue_wait_seconds_count is thus the sum of
+// reqpool_queries_total, and reqpool_query_duration_seconds_count its sum
+// without the dropped queries.
+//
+// # Cost
+//
+// The Observer makes three atomic additions per query and allocates
+// nothing; Collect calls Pool.Stats once, which takes the pool's lock
+// briefly, and is safe for concurrent scrapes. On the project's 2-core
+// machine (BenchmarkCollector, a serial Fanout of 8 no-op queries, medians
+// of 8 interleaved runs) a Fanout costs 640 ns with nothing attached,
+// 1,260 ns with an Observer that does nothing and 1,460 ns with the
+// collector: 1.15× the do-nothing Observer. The rest of the difference to
+// no Observer at all is reqpool's own, for any Observer: mostly one clock
+// read per query (about 45 ns each there). client_golang's own Histograms
+// and counters, label children resolved up front, cost 2,030 ns (1.6× the
+// do-nothing Observer).
+package reqprom
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/reqpool/reqpool"
+)
+
+// bucketBounds are the upper bounds of the buckets of both histograms; see
+// the package doc.
+var bucketBounds = [...]time.Duration{
+	100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	1 * time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
+	100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
+	1 * time.Second, 2500 * time.Millisecond, 5 * time.Second,
+	10 * time.Second,
+}
+
+const nBuckets = len(bucketBounds)
+
+// NewCollector returns a prometheus.Collector of p's metrics (see the
+// package doc), to register with a prometheus.Registerer.
+//
+// It attaches a reqpool.Observer to p for the rest of p's life: there is
+// no detaching it, and each call attaches one more, which every query of p
+// then pays for. Make one Collector per pool, at start-up; it is garbage
+// with the pool. Counts start at 0 when NewCollector is called.
+//
+// Its metric names carry no label for the pool, so registering the
+// Collectors of two pools in one registry fails with a
+// prometheus.AlreadyRegisteredError, as does registering one Collector
+// twice. To export several pools, register each through
+// prometheus.WrapRegistererWith(prometheus.Labels{"pool": name}, reg).
+//
+// NewCollector panics if p is nil: a wiring mistake, found at start-up.
+// Neither it nor the Collector fails otherwise. Collect takes no lock of
+// its own, only the pool's for Pool.Stats, briefly; the collector keeps
+// about 10 KB of counters.
+func NewCollector(p *reqpool.Pool) prometheus.Collector {
+	if p == nil {
+		panic("reqprom: NewCollector with a nil *reqpool.Pool")
+	}
+	c := &collector{
+		pool: p,
+		workers: prometheus.NewDesc("reqpool_workers",
+			"The most queries that execute at once (reqpool Config.Workers).", nil, nil),
+		running: prometheus.NewDesc("reqpool_queries_running",
+			"Queries executing now.", nil, nil),
+		queued: prometheus.NewDesc("reqpool_queries_queued",
+			"Queries admitted and waiting to start.", nil, nil),
+		requests: prometheus.NewDesc("reqpool_requests_active",
+			"Requests (handles) that have fanned out and are not yet released.", nil, nil),
+		queries: prometheus.NewDesc("reqpool_queries_total",
+			"Queries that ended, by outcome: ok, error, panic, or dropped (never started).", []string{"outcome"}, nil),
+		rejected: prometheus.NewDesc("reqpool_rejected_total",
+			"Fanout calls refused as a whole, by reason: queue_full, too_many (above MaxFanout) or closed (after Shutdown).", []string{"reason"}, nil),
+		wait: prometheus.NewDesc("reqpool_queue_wait_seconds",
+			"How long queries waited in the queue: from their Fanout's admission to their start, or to their drop.", nil, nil),
+		run: prometheus.NewDesc("reqpool_query_duration_seconds",
+			"How long queries ran, for those that started.", nil, nil),
+	}
+	p.Observe(c)
+	return c
+}
+
+// collector is both the prometheus.Collector and the reqpool.Observer.
+//
+// The observer side is the hot path: every query pays for QueryDone. It
+// takes no lock, looks up no label and allocates nothing; it makes three
+// atomic additions. Rather than a counter per outcome and a histogram each
+// for the queue wait and the run time (five additions, and more with
+// client_golang's Histogram, which BenchmarkCollector compares), one
+// counter per cell counts the queries of one outcome whose wait fell in one
+// bucket and whose run time in another, and two more sum the waits and run
+// times. Collect adds the cells up into the outcome counters and both
+// histograms' buckets, all from one pass, so a scrape's outcome counts and
+// histogram counts agree with each other exactly. The sums are read just
+// after: a scrape during traffic may have a sum that includes a query or two
+// its counts do not yet (or the reverse), which no rate() over a scrape
+// interval can tell. A sum, in uint64 nanoseconds, wraps after 584 years of
+// summed time (5.8 years at a constant 100 queries executing).
+type collector struct {
+	pool *reqpool.Pool
+
+	workers, running, queued, requests *prometheus.Desc
+	queries, rejected                  *prometheus.Desc
+	wait, run                          *prometheus.Desc
+
+	// cells[o][w][r]: queries of outcome o whose wait fell in bucket w
+	// and run time in bucket r, or r == notRun for a query that never
+	// started. Bucket nBuckets is +Inf.
+	cells   [nOutcomes][nBuckets + 1][nBuckets + 2]atomic.Uint64
+	waitSum atomic.Uint64           // nanoseconds
+	runSum  atomic.Uint64           // nanoseconds
+	reasons [nReasons]atomic.Uint64 // by reqpool.RefusalReason
+}
+
+const notRun = nBuckets + 1
+
+// The number of reqpool.Outcome and reqpool.RefusalReason values;
+// TestLabelValues checks them against their String methods.
+const (
+	nOutcomes = int(reqpool.OutcomeDropped) + 1
+	nReasons  = int(reqpool.RefusedClosed) + 1
+)
+
+// QueryDone counts a query by its outcome, its queue wait and, if it
+// started, its run time. A query whose outcome reqpool did not have when
+// this was written goes uncounted rather than panicking on the query's
+// goroutine (TestLabelValues fails first).
+func (c *collector) QueryDone(_ context.Context, rec reqpool.QueryRecord) {
+	if int(rec.Outcome) >= nOutcomes {
+		return
+	}
+	if rec.Started.IsZero() {
+		w := nanos(rec.Finished.Sub(rec.Admitted))
+		c.cells[rec.Outcome][bucket(w)][notRun].Add(1)
+		c.waitSum.Add(w)
+		return
+	}
+	w, r := nanos(rec.Started.Sub(rec.Admitted)), nanos(rec.Finished.Sub(rec.Started))
+	c.cells[rec.Outcome][bucket(w)][bucket(r)].Add(1)
+	c.waitSum.Add(w)
+	c.runSum.Add(r)
+}
+
+// nanos returns d in nanoseconds, counting a negative d (which monotonic
+// clock readings do not give) as 0.
+func nanos(d time.Duration) uint64 { return uint64(max(d, 0)) }
+
+// bucket returns the index of the bucket that n nanoseconds fall in:
+// the first bound at or above it, or nBuckets (+Inf).
+func bucket(n uint64) int {
+	i := 0
+	for i < nBuckets && n > uint64(bucketBounds[i]) {
+		i++
+	}
+	return i
+}
+
+// Refused counts a refused Fanout by its reason.
+func (c *collector) Refused(_ context.Context, ref reqpool.Refusal) {
+	if int(ref.Reason) < nReasons {
+		c.reasons[ref.Reason].Add(1)
+	}
+}
+
+// Describe sends the descriptors of all eight metrics.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.workers, c.running, c.queued, c.requests, c.queries, c.rejected, c.wait, c.run} {
+		ch <- d
+	}
+}
+
+// Collect sends the gauges from one Pool.Stats snapshot, the counters
+// (every label value, zeros included) and the histograms.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.pool.Stats()
+	ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(s.Workers))
+	ch <- prometheus.MustNewConstMetric(c.running, prometheus.GaugeValue, float64(s.Running))
+	ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(s.Queued))
+	ch <- prometheus.MustNewConstMetric(c.requests, prometheus.GaugeValue, float64(s.Requests))
+
+	var outcomes [nOutcomes]uint64
+	var waits, runs [nBuckets + 1]uint64 // by bucket, not cumulative
+	for o := range c.cells {
+		for w := range c.cells[o] {
+			for r := range c.cells[o][w] {
+				n := c.cells[o][w][r].Load()
+				outcomes[o] += n
+				waits[w] += n
+				if r != notRun {
+					runs[r] += n
+				}
+			}
+		}
+	}
+	for o, n := range outcomes {
+		ch <- prometheus.MustNewConstMetric(c.queries, prometheus.CounterValue, float64(n), reqpool.Outcome(o).String())
+	}
+	for i := range c.reasons {
+		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue,
+			float64(c.reasons[i].Load()), reqpool.RefusalReason(i).String())
+	}
+	ch <- histogram(c.wait, &waits, c.waitSum.Load())
+	ch <- histogram(c.run, &runs, c.runSum.Load())
+}
+
+// histogram returns a constant histogram of desc with the given counts by
+// bucket and the given sum in nanoseconds.
+func histogram(desc *prometheus.Desc, counts *[nBuckets + 1]uint64, sum uint64) prometheus.Metric {
+	cumulative := make(map[float64]uint64, nBuckets)
+	var total uint64
+	for i, n := range counts {
+		total += n
+		if i < nBuckets {
+			cumulative[bucketBounds[i].Seconds()] = total
+		}
+	}
+	return prometheus.MustNewConstHistogram(desc, total, time.Duration(sum).Seconds(), cumulative)
+}
