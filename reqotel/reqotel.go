@@ -1,0 +1,358 @@
+// Package reqotel reports a reqpool.Pool's queries to OpenTelemetry: a span
+// per query, child of the request's span, and metrics of run time, queue
+// wait and refusals.
+//
+//	detach, err := reqotel.Observe(pool) // the global TracerProvider and MeterProvider
+//	if err != nil { ... }
+//	defer detach()
+//	handler := otelhttp.NewHandler(reqpool.Middleware(pool)(mux), "server")
+//
+// Wrap the server with otelhttp (or anything that puts the request's span in
+// its context) outside reqpool.Middleware: each query's span is then a child
+// of the request's span.
+//
+// # Spans
+//
+// Each query that ends gives one span named "reqpool.query", of kind
+// Internal, made after the fact from the query's timestamps, so it costs
+// nothing while the query runs. A query that ran spans from its start to its
+// return, so the span's duration is the query's run time, the same value as
+// db.client.operation.duration. A dropped query (its request ended, a sibling
+// failed, or Shutdown ran out of time before it started) still gets a span,
+// so that a trace shows every query of a Fanout: it spans the time it spent
+// queued, from its Fanout's admission to its drop, and its status is left
+// unset, since the failure that dropped it is recorded where it happened.
+//
+// Attributes, on every span:
+//
+//	reqpool.request_id      string   the request id (reqpool.Middleware's X-Request-ID)
+//	reqpool.query.index     int      the query's position in its Fanout call
+//	reqpool.query.wait_time float64  seconds from its Fanout's admission to its start (or drop)
+//	reqpool.query.outcome   string   "ok", "error", "panic" or "dropped"
+//
+// A query that returned an error, or panicked, has status Error, an
+// "exception" event at its end, and error.type (and db.response.status_code
+// when the error carries a SQLSTATE) as below. The event of an error is
+// Span.RecordError's; that of a panic carries the panic value as
+// exception.message and the panicking goroutine's stack as
+// exception.stacktrace.
+//
+// A refused Fanout adds an event "reqpool.fanout.refused" to the span in
+// its context (the request's), with reqpool.refusal.reason ("queue_full",
+// "too_many", "closed") and reqpool.fanout.queries.
+//
+// # Metrics
+//
+//	db.client.operation.duration  histogram  s         run time of each query that ran (not of dropped ones)
+//	reqpool.query.wait_time       histogram  s         queue wait of each query, dropped ones included
+//	reqpool.fanout.refusals       counter    {fanout}  Fanouts refused as a whole
+//
+// db.client.operation.duration follows OpenTelemetry's database semantic
+// conventions (semconv v1.43.0): db.system.name ("postgresql" unless
+// WithDBSystemName says otherwise), and for a failed query error.type and,
+// when available, db.response.status_code. Its buckets are the ones the
+// conventions recommend, [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10] s;
+// reqpool.query.wait_time uses the same, so the two compare bucket by bucket.
+// reqpool.query.wait_time has reqpool.query.outcome, so that its count by
+// outcome is the count of queries by outcome; reqpool.fanout.refusals has
+// reqpool.refusal.reason. No metric carries the request id, whose values
+// are unbounded.
+//
+// error.type is, in this order: "panic" for a query that panicked (or called
+// runtime.Goexit); the error's SQLSTATE when an error in its chain has a
+// SQLState() string method, as *pq.Error and *pgconn.PgError do (for
+// example "57014" for a cancelled statement); "context.Canceled" or
+// "context.DeadlineExceeded" for an error that matches one; else the type of
+// the error, as semconv.ErrorType gives it ("*errors.errorString" for an
+// errors.New).
+//
+// A driver instrumented by OpenTelemetry too (otelsql, otelpgx) may emit
+// its own db.client.operation.duration, of each statement rather than each
+// query: the two are told apart by their instrumentation scope, ScopeName.
+//
+// # Cost
+//
+// The Observer runs on the query's goroutine as the query ends, and sets
+// attributes and events only on a span that records. On a 2-core machine,
+// against about 0.5–0.7 µs for a Fanout of 8 no-op queries with nothing
+// attached (see BenchmarkObserver), it adds per query: about 0.3 µs and 5
+// allocations with no SDK installed (the global providers' defaults), most
+// of it in OpenTelemetry's global tracer; about 0.75 µs with the SDK for a
+// request that is not sampled (the metrics, mostly); and 2–3 µs with the
+// SDK for a sampled one. A database round trip is 100 µs or more.
+package reqotel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/reqpool/reqpool"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// ScopeName is the instrumentation scope (the tracer's and the meter's name)
+// of everything reqotel reports.
+const ScopeName = "github.com/reqpool/reqpool/reqotel"
+
+// The names reqotel reports under, as listed in the package documentation.
+const (
+	spanName      = "reqpool.query"
+	refusedEvent  = "reqpool.fanout.refused"
+	opDuration    = "db.client.operation.duration"
+	waitTimeName  = "reqpool.query.wait_time"
+	refusalsName  = "reqpool.fanout.refusals"
+	keyRequestID  = attribute.Key("reqpool.request_id")
+	keyIndex      = attribute.Key("reqpool.query.index")
+	keyWait       = attribute.Key("reqpool.query.wait_time")
+	keyOutcome    = attribute.Key("reqpool.query.outcome")
+	keyReason     = attribute.Key("reqpool.refusal.reason")
+	keyQueries    = attribute.Key("reqpool.fanout.queries")
+	defaultSystem = "postgresql"
+)
+
+// internal is the span kind of every span, made once.
+var internal = trace.WithSpanKind(trace.SpanKindInternal)
+
+// buckets are the boundaries, in seconds, that the database semantic
+// conventions recommend for db.client.operation.duration.
+var buckets = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10}
+
+// An Option configures Observe.
+type Option func(*config)
+
+type config struct {
+	tp       trace.TracerProvider
+	mp       metric.MeterProvider
+	dbSystem string
+}
+
+// WithTracerProvider makes Observe take its tracer from tp instead of
+// otel.GetTracerProvider(). A nil tp means the global one.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *config) { c.tp = tp }
+}
+
+// WithMeterProvider makes Observe take its meter from mp instead of
+// otel.GetMeterProvider(). A nil mp means the global one.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(c *config) { c.mp = mp }
+}
+
+// WithDBSystemName sets the db.system.name of db.client.operation.duration:
+// "postgresql" unless set, as the semantic conventions' well-known values
+// spell it. Use one of those values for another database (for example
+// "mysql", "cockroachdb", "other_sql"). An empty name means "postgresql".
+func WithDBSystemName(name string) Option {
+	return func(c *config) { c.dbSystem = name }
+}
+
+// Observe attaches to p an Observer that reports its queries and refusals
+// to OpenTelemetry, as the package documentation describes, and returns a
+// function that detaches it again. The providers are read once, here: call
+// it after installing the SDK (otel.SetTracerProvider, otel.SetMeterProvider),
+// or before, in which case OpenTelemetry's global defaults forward to the
+// first SDK installed.
+//
+// Observe fails only if the MeterProvider refuses to create one of the
+// instruments: it then attaches nothing, returns that error, and a detach
+// that does nothing. It panics if p is nil, like reqpool.Middleware. Once
+// attached, nothing it does can fail: the SDK reports its own failures (an
+// exporter's) to otel.Handle. Spans end on the query's goroutine, so give
+// the SDK a batching span processor (sdktrace.WithBatcher), not a
+// synchronous one, which would export on it. Observing one pool twice
+// reports everything twice.
+func Observe(p *reqpool.Pool, opts ...Option) (detach func(), err error) {
+	if p == nil {
+		panic("reqotel: Observe of a nil *reqpool.Pool")
+	}
+	o, err := newObserver(opts...)
+	if err != nil {
+		return func() {}, err
+	}
+	return p.Observe(o), nil
+}
+
+// observer is the reqpool.Observer that Observe attaches.
+type observer struct {
+	tracer     trace.Tracer
+	opDuration metric.Float64Histogram
+	waitTime   metric.Float64Histogram
+	refusals   metric.Int64Counter
+	dbSystem   attribute.KeyValue
+
+	// Measurement options made once, so that the common paths allocate
+	// nothing for them.
+	okOpts      []metric.RecordOption   // db.client.operation.duration of a query that succeeded
+	waitOpts    [][]metric.RecordOption // reqpool.query.wait_time, by outcome
+	refusalOpts [][]metric.AddOption    // reqpool.fanout.refusals, by reason
+}
+
+var _ reqpool.Observer = (*observer)(nil)
+
+func newObserver(opts ...Option) (*observer, error) {
+	var c config
+	for _, opt := range opts {
+		opt(&c)
+	}
+	if c.tp == nil {
+		c.tp = otel.GetTracerProvider()
+	}
+	if c.mp == nil {
+		c.mp = otel.GetMeterProvider()
+	}
+	if c.dbSystem == "" {
+		c.dbSystem = defaultSystem
+	}
+	o := &observer{
+		tracer:   c.tp.Tracer(ScopeName, trace.WithSchemaURL(semconv.SchemaURL)),
+		dbSystem: semconv.DBSystemNameKey.String(c.dbSystem),
+	}
+	meter := c.mp.Meter(ScopeName, metric.WithSchemaURL(semconv.SchemaURL))
+	var err1, err2, err3 error
+	o.opDuration, err1 = meter.Float64Histogram(opDuration,
+		metric.WithDescription("Duration of database client operations: the run time of each reqpool query that ran."),
+		metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(buckets...))
+	o.waitTime, err2 = meter.Float64Histogram(waitTimeName,
+		metric.WithDescription("Time each reqpool query waited in the queue, from its Fanout's admission to its start or drop."),
+		metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(buckets...))
+	o.refusals, err3 = meter.Int64Counter(refusalsName,
+		metric.WithDescription("Fanouts that the pool refused as a whole, by reason."),
+		metric.WithUnit("{fanout}"))
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return nil, fmt.Errorf("reqotel: %w", err)
+	}
+
+	o.okOpts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(o.dbSystem))}
+	for out := reqpool.OutcomeOK; out <= reqpool.OutcomeDropped; out++ {
+		set := attribute.NewSet(keyOutcome.String(out.String()))
+		o.waitOpts = append(o.waitOpts, []metric.RecordOption{metric.WithAttributeSet(set)})
+	}
+	for r := reqpool.RefusedQueueFull; r <= reqpool.RefusedClosed; r++ {
+		set := attribute.NewSet(keyReason.String(r.String()))
+		o.refusalOpts = append(o.refusalOpts, []metric.AddOption{metric.WithAttributeSet(set)})
+	}
+	return o, nil
+}
+
+// QueryDone makes the query's span and records its measurements.
+func (o *observer) QueryDone(ctx context.Context, rec reqpool.QueryRecord) {
+	wait := rec.Wait().Seconds()
+	start := rec.Started
+	if rec.Outcome == reqpool.OutcomeDropped {
+		start = rec.Admitted
+	}
+	// The attributes, and the exception, are set only on a span that
+	// records: a tracer that records nothing costs the Start alone.
+	ctx, span := o.tracer.Start(ctx, spanName, trace.WithTimestamp(start), internal)
+	failed := rec.Outcome == reqpool.OutcomeError || rec.Outcome == reqpool.OutcomePanic
+	var errAttrs []attribute.KeyValue
+	if failed {
+		errType, code := errorType(rec)
+		errAttrs = append(errAttrs, semconv.ErrorTypeKey.String(errType))
+		if code != "" {
+			errAttrs = append(errAttrs, semconv.DBResponseStatusCodeKey.String(code))
+		}
+	}
+	if span.IsRecording() {
+		span.SetAttributes(
+			keyRequestID.String(rec.RequestID),
+			keyIndex.Int(rec.Index),
+			keyWait.Float64(wait),
+			keyOutcome.String(rec.Outcome.String()),
+		)
+		if failed {
+			recordFailure(span, rec, errAttrs)
+		}
+		span.End(trace.WithTimestamp(rec.Finished))
+	} else {
+		span.End()
+	}
+
+	if o.waitTime.Enabled(ctx) {
+		if int(rec.Outcome) < len(o.waitOpts) {
+			o.waitTime.Record(ctx, wait, o.waitOpts[rec.Outcome]...)
+		} else {
+			o.waitTime.Record(ctx, wait, metric.WithAttributes(keyOutcome.String(rec.Outcome.String())))
+		}
+	}
+	if rec.Outcome != reqpool.OutcomeDropped && o.opDuration.Enabled(ctx) {
+		run := rec.Run().Seconds()
+		if failed {
+			o.opDuration.Record(ctx, run, metric.WithAttributes(append(errAttrs, o.dbSystem)...))
+		} else {
+			o.opDuration.Record(ctx, run, o.okOpts...)
+		}
+	}
+}
+
+// recordFailure sets span's status to Error and adds the exception event of
+// the failed query rec.
+func recordFailure(span trace.Span, rec reqpool.QueryRecord, errAttrs []attribute.KeyValue) {
+	span.SetAttributes(errAttrs...)
+	at := trace.WithTimestamp(rec.Finished)
+	if pe, ok := rec.Err.(*reqpool.PanicError); ok && rec.Outcome == reqpool.OutcomePanic {
+		msg := fmt.Sprint(pe.Value)
+		span.AddEvent(semconv.ExceptionEventName, at, trace.WithAttributes(
+			semconv.ExceptionTypeKey.String(fmt.Sprintf("%T", pe.Value)),
+			semconv.ExceptionMessageKey.String(msg),
+			semconv.ExceptionStacktraceKey.String(string(pe.Stack)),
+		))
+		span.SetStatus(codes.Error, "panic: "+msg)
+		return
+	}
+	if rec.Err != nil {
+		span.RecordError(rec.Err, at)
+		span.SetStatus(codes.Error, rec.Err.Error())
+		return
+	}
+	span.SetStatus(codes.Error, rec.Outcome.String())
+}
+
+// errorType returns the error.type of the failed query rec, and its
+// db.response.status_code if it has one; see the package documentation.
+func errorType(rec reqpool.QueryRecord) (errType, code string) {
+	err := rec.Err
+	if rec.Outcome == reqpool.OutcomePanic {
+		return "panic", ""
+	}
+	var coded interface{ SQLState() string }
+	if errors.As(err, &coded) {
+		if c := coded.SQLState(); c != "" {
+			return c, c
+		}
+	}
+	switch {
+	case err == nil:
+		return semconv.ErrorTypeOther.Value.AsString(), ""
+	case errors.Is(err, context.Canceled):
+		return "context.Canceled", ""
+	case errors.Is(err, context.DeadlineExceeded):
+		return "context.DeadlineExceeded", ""
+	}
+	return semconv.ErrorType(err).Value.AsString(), ""
+}
+
+// Refused counts the refusal and adds an event to the span in ctx.
+func (o *observer) Refused(ctx context.Context, ref reqpool.Refusal) {
+	if o.refusals.Enabled(ctx) {
+		if int(ref.Reason) < len(o.refusalOpts) {
+			o.refusals.Add(ctx, 1, o.refusalOpts[ref.Reason]...)
+		} else {
+			o.refusals.Add(ctx, 1, metric.WithAttributes(keyReason.String(ref.Reason.String())))
+		}
+	}
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent(refusedEvent, trace.WithAttributes(
+			keyReason.String(ref.Reason.String()),
+			keyQueries.Int(ref.Queries),
+		))
+	}
+}
