@@ -8,7 +8,7 @@
 GO ?= go
 # Every Go module in the repository. A listed folder without go.mod is an
 # error, not a module skipped.
-MODULES := . reqpgx compat examples/dashboard benchmarks
+MODULES := . reqpgx reqprom reqotel compat examples/dashboard benchmarks
 DEMO_ADDR ?= 127.0.0.1:8080
 # The demo's binary, which .gitignore ignores.
 DEMO_BIN := examples/dashboard/dashboard
@@ -17,8 +17,10 @@ DEMO_BIN := examples/dashboard/dashboard
 # 2-core machine, for the progress lines; update them when a module's tests
 # grow or shrink. The first run on a machine also compiles everything for the
 # race detector: about 20 s more.
-RACE_SECS_. := 15
+RACE_SECS_. := 20
 RACE_SECS_reqpgx := 15
+RACE_SECS_reqprom := 5
+RACE_SECS_reqotel := 5
 RACE_SECS_compat := 5
 RACE_SECS_examples/dashboard := 10
 RACE_SECS_benchmarks := 25
@@ -53,7 +55,11 @@ tidy: modules
 # race_step(module): a progress line, then the module's tests.
 race_step = echo "go test -race ./... in $(1) (about $(or $(RACE_SECS_$(1)),30) s$(if $(filter $(1),$(firstword $(MODULES))),; the first run on a machine compiles for the race detector: about 20 s more))"; (cd $(1) && $(GO) test -race -count=1 ./...);
 
+# The root module's tests load Pool.DebugHandler's page in headless Chromium:
+# scripts/ensure-chromium.sh installs Debian's chromium package as root when
+# it is missing (and fails under CI=true if it cannot).
 race: modules
+	@scripts/ensure-chromium.sh
 	@scripts/with-postgres.sh --for tests sh -c 'set -e; $(foreach m,$(MODULES),$(call race_step,$(m)))'
 
 # A binary rather than `go run`: after a Ctrl-C, `go run` exits 1 whatever

@@ -134,7 +134,7 @@ func (h *Handle) enter(s *sched) error {
 	if !h.state.CompareAndSwap(fresh, registered) {
 		return context.Canceled // released
 	}
-	h.req = s.register()
+	h.req = s.register(h.id)
 	// Dropping queued work is the one reaction to the request's end that
 	// must not wait for a Fanout caller to wake up (it may be busy running a
 	// query), so it is registered here, once per handle.

@@ -140,9 +140,10 @@ func (c Config) withDefaults() (Config, error) {
 // each starting the next once it has taken a query. A slot holder that finds
 // nothing to run gives its slot back and, if it was a helper, exits.
 type Pool struct {
-	cfg       Config                     // normalised by withDefaults; read-only after New
-	sched     *sched                     // the scheduler, with the mutex that guards its state
-	observers atomic.Pointer[[]Observer] // attached by Observe; nil when none; replaced, never changed in place
+	cfg       Config                       // normalised by withDefaults; read-only after New
+	sched     *sched                       // the scheduler, with the mutex that guards its state
+	observers atomic.Pointer[[]Observer]   // attached by Observe; nil when none; replaced, never changed in place
+	debug     atomic.Pointer[debugHandler] // made by the first DebugHandler call, which attaches its Observer; see debug.go
 }
 
 // New returns a Pool configured by cfg, or an error wrapping ErrInvalidConfig.

@@ -56,6 +56,10 @@ type request struct {
 	seq          uint64        // registration order, the tie-break
 	released     bool          // the handle was released: no more Fanouts
 	drained      chan struct{} // closed when own drops to 0 after release; nil unless someone waits
+
+	// Set by register and never changed: what Pool.DebugHandler shows.
+	id    string        // the handle's request id
+	since time.Duration // when the handle registered (its first Fanout), since requestEpoch
 }
 
 // group is one Fanout call. It is also the context its queries receive: the
@@ -113,10 +117,12 @@ func newSched(cfg Config) *sched {
 	return &sched{workers: cfg.Workers, queueSize: cfg.QueueSize, perRequest: cfg.PerRequest, requests: make(map[*request]struct{})}
 }
 
-// register returns a new request, added to the scheduler. Callers hold mu.
-func (s *sched) register() *request {
+// register returns a new request for the handle with request id id, added
+// to the scheduler. Callers hold mu.
+func (s *sched) register(id string) *request {
 	s.seq++
-	r := &request{index: -1, seq: s.seq, queuedGroups: groupList{kind: queuedList}, liveGroups: groupList{kind: liveList}}
+	r := &request{index: -1, seq: s.seq, queuedGroups: groupList{kind: queuedList}, liveGroups: groupList{kind: liveList},
+		id: id, since: time.Since(requestEpoch)}
 	s.requests[r] = struct{}{}
 	return r
 }

@@ -66,7 +66,7 @@ func (s *sched) order(reqs ...*request) []int {
 
 func TestSchedFewestRemainingFirst(t *testing.T) {
 	s := testSched(t, Config{Workers: 4})
-	big, small := s.register(), s.register()
+	big, small := s.register(""), s.register("")
 	s.admitN(t, big, 5)
 	s.admitN(t, small, 2)
 	if got, want := s.order(big, small), []int{1, 1, 0, 0, 0, 0, 0}; !slices.Equal(got, want) {
@@ -76,7 +76,7 @@ func TestSchedFewestRemainingFirst(t *testing.T) {
 
 func TestSchedTiesFirstRegisteredFirst(t *testing.T) {
 	s := testSched(t, Config{Workers: 4})
-	a, b := s.register(), s.register()
+	a, b := s.register(""), s.register("")
 	s.admitN(t, b, 2) // admitted first, registered second
 	s.admitN(t, a, 2)
 	// Equal keys: a (registered first) goes first; after its first query it
@@ -98,10 +98,10 @@ func TestSchedAging(t *testing.T) {
 		{7, []int{0, 0, 0, 1}}, // young's key 7+2 = 9 > old's 6: old has aged
 	} {
 		s := testSched(t, Config{Workers: 2})
-		old := s.register()
+		old := s.register("")
 		s.admitN(t, old, 3) // arrival 0: key 0 + 3×2 = 6
 		s.stats.Completed += tc.completed
-		young := s.register()
+		young := s.register("")
 		s.admitN(t, young, 1)
 		if got := s.order(old, young); !slices.Equal(got, tc.want) {
 			t.Errorf("%d completions apart: order %v, want %v", tc.completed, got, tc.want)
@@ -111,7 +111,7 @@ func TestSchedAging(t *testing.T) {
 
 func TestSchedPerRequestCap(t *testing.T) {
 	s := testSched(t, Config{Workers: 4, PerRequest: 1})
-	a, b := s.register(), s.register()
+	a, b := s.register(""), s.register("")
 	s.admitN(t, a, 3)
 	s.admitN(t, b, 3)
 	g1 := s.next()
@@ -130,7 +130,7 @@ func TestSchedPerRequestCap(t *testing.T) {
 
 func TestSchedDropsCancelled(t *testing.T) {
 	s := testSched(t, Config{Workers: 1})
-	a, b := s.register(), s.register()
+	a, b := s.register(""), s.register("")
 	ga := s.admitN(t, a, 2)
 	s.admitN(t, b, 3)
 	ga.cancel(context.Canceled)
@@ -144,7 +144,7 @@ func TestSchedDropsCancelled(t *testing.T) {
 
 func TestSchedQueueFull(t *testing.T) {
 	s := testSched(t, Config{Workers: 2, QueueSize: 3})
-	r := s.register()
+	r := s.register("")
 	s.admitN(t, r, 5) // 2 free slots + 3 queue places
 	g := &group{sched: s, req: r, queries: repeat(1, Func(noop))}
 	g.Context, g.cancel = context.WithCancelCause(context.Background())

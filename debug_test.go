@@ -1,0 +1,716 @@
+//go:build unix
+
+package reqpool
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"image/png"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The debug page is tested end to end: a real server runs a large request
+// whose queries are held, and the page is read as JSON, then loaded in
+// headless Chromium (a DOM dump and a screenshot).
+
+// debugScene is a server with a pool, its debug page at /debug/reqpool and
+// a fan-out at /fanout, on which the test holds requests.
+type debugScene struct {
+	pool    *Pool
+	srv     string // the server's URL
+	client  *http.Client
+	release func()     // lets every held query return
+	replies chan reply // of the held requests, once released
+	held    int        // held requests sent
+}
+
+// newDebugScene starts the scene, with the page's history warmed by 24
+// small requests whose queries sleep 1–6 ms, 6 at a time.
+func newDebugScene(t *testing.T) *debugScene {
+	t.Helper()
+	p := newPool(t, Config{Workers: 4, QueueSize: 64, MaxFanout: 64})
+	debug := p.DebugHandler() // before any query, so that the page sees them all
+	hold := make(chan struct{})
+	var once sync.Once
+	held := Func(func(ctx context.Context) error {
+		select {
+		case <-hold:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/debug/reqpool", debug)
+	// /fanout?n=N runs N held queries; with &sleep=D, N queries of D. With
+	// &linger=1 the handler then waits for the held queries' release.
+	mux.Handle("/fanout", Middleware(p)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.FormValue("n"))
+		q := held
+		if d, err := time.ParseDuration(r.FormValue("sleep")); err == nil {
+			q = sleep(d)
+		}
+		if err := Fanout(r.Context(), repeat(n, q)...); err != nil {
+			WriteError(w, r, err)
+			return
+		}
+		if r.FormValue("linger") == "1" {
+			<-hold
+		}
+	})))
+	srv, client := serveHandler(t, mux)
+	sc := &debugScene{pool: p, srv: srv.URL, client: client, replies: make(chan reply, 8),
+		release: func() { once.Do(func() { close(hold) }) }}
+	t.Cleanup(sc.release) // before the server closes, which waits for the handlers
+
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 6)
+	for i := range 24 {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			url := fmt.Sprintf("%s/fanout?n=4&sleep=%dms", sc.srv, 1+i%6)
+			if r := get(context.Background(), client, url); r.err != nil || r.status != http.StatusOK {
+				t.Errorf("warm-up request: %d %v", r.status, r.err)
+			}
+		}()
+	}
+	wg.Wait()
+	return sc
+}
+
+// hold sends a request with id for the held queries that query (n=N, and
+// so on) asks of /fanout, and waits until the pool's gauges reach running,
+// queued and requests.
+func (sc *debugScene) hold(t *testing.T, id, query string, running, queued, requests int) {
+	t.Helper()
+	sc.held++
+	go func() {
+		sc.replies <- get(context.Background(), sc.client, sc.srv+"/fanout?"+query, RequestIDHeader, id)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := sc.pool.Stats()
+		if st.Running == running && st.Queued == queued && st.Requests == requests {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after sending %s: %+v, want %d running, %d queued and %d requests", id, st, running, queued, requests)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// finish releases the held queries and checks that every held request
+// succeeded.
+func (sc *debugScene) finish(t *testing.T) {
+	t.Helper()
+	sc.release()
+	for range sc.held {
+		if r := <-sc.replies; r.err != nil || r.status != http.StatusOK {
+			t.Errorf("held request %s: %d %v", r.id, r.status, r.err)
+		}
+	}
+	sc.held = 0
+}
+
+// debugJSON is the page's JSON, as a client decodes it.
+type debugJSON struct {
+	Time     time.Time `json:"time"`
+	Config   Config    `json:"config"`
+	Stats    Stats     `json:"stats"`
+	Requests []struct {
+		ID      string  `json:"id"`
+		Age     float64 `json:"age_seconds"`
+		Queued  int     `json:"queued"`
+		Running int     `json:"running"`
+		Place   int     `json:"place"`
+	} `json:"requests"`
+	Window struct {
+		Queries int       `json:"queries"`
+		Since   time.Time `json:"since"`
+	} `json:"window"`
+	QueueWait debugDistJSON `json:"queue_wait"`
+	RunTime   debugDistJSON `json:"run_time"`
+}
+
+// debugDistJSON is one distribution in the page's JSON.
+type debugDistJSON struct {
+	P50 float64 `json:"p50_seconds"`
+	P90 float64 `json:"p90_seconds"`
+	P99 float64 `json:"p99_seconds"`
+	Max float64 `json:"max_seconds"`
+}
+
+// ordered reports whether the percentiles are in order, within [min, max).
+func (d debugDistJSON) ordered(min, max float64) bool {
+	return min <= d.P50 && d.P50 <= d.P90 && d.P90 <= d.P99 && d.P99 <= d.Max && d.Max < max
+}
+
+// readJSON GETs the page's JSON, checks its headers and returns it decoded,
+// with the raw object for checking its field names.
+func (sc *debugScene) readJSON(t *testing.T) (debugJSON, map[string]json.RawMessage) {
+	t.Helper()
+	r := get(context.Background(), sc.client, sc.srv+"/debug/reqpool?format=json")
+	if r.err != nil || r.status != http.StatusOK {
+		t.Fatalf("GET ?format=json: %d %v %s", r.status, r.err, r.body)
+	}
+	var v debugJSON
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(r.body), &v); err != nil {
+		t.Fatalf("decoding %s: %v", r.body, err)
+	}
+	if err := json.Unmarshal([]byte(r.body), &raw); err != nil {
+		t.Fatal(err)
+	}
+	return v, raw
+}
+
+func TestDebugHandlerLive(t *testing.T) {
+	sc := newDebugScene(t)
+	// A request that has fanned out and lingers, with nothing queued or
+	// running; a large request that takes the 4 workers and queues 36; two
+	// small ones that queue behind it and go first (fewest remaining first).
+	sc.hold(t, "session-idle", "n=1&sleep=1ms&linger=1", 0, 0, 1)
+	sc.hold(t, "report-large", "n=40", 4, 36, 2)
+	sc.hold(t, "dash-a", "n=3", 4, 39, 3)
+	sc.hold(t, "dash-b", "n=5", 4, 44, 4)
+
+	t.Run("json", func(t *testing.T) {
+		v, raw := sc.readJSON(t)
+		for _, k := range []string{"time", "config", "stats", "requests", "window", "queue_wait", "run_time"} {
+			if _, ok := raw[k]; !ok {
+				t.Errorf("the JSON has no %q", k)
+			}
+		}
+		want := Stats{Workers: 4, Running: 4, Queued: 44, Requests: 4, Submitted: 24*4 + 1 + 48, Completed: 24*4 + 1}
+		if v.Stats != want {
+			t.Errorf("stats %+v, want %+v", v.Stats, want)
+		}
+		if v.Config != sc.pool.Config() {
+			t.Errorf("config %+v, want %+v", v.Config, sc.pool.Config())
+		}
+		type row struct {
+			id                     string
+			queued, running, place int
+		}
+		var got []row
+		for _, r := range v.Requests {
+			got = append(got, row{r.ID, r.Queued, r.Running, r.Place})
+			if r.Age <= 0 || r.Age > 60 {
+				t.Errorf("request %s: age %v s", r.ID, r.Age)
+			}
+		}
+		wantRows := []row{{"dash-a", 3, 0, 1}, {"dash-b", 5, 0, 2}, {"report-large", 36, 4, 3}, {"session-idle", 0, 0, 0}}
+		if !slices.Equal(got, wantRows) {
+			t.Errorf("requests %+v, want %+v", got, wantRows)
+		}
+		if v.Window.Queries != 24*4+1 || v.Window.Since.IsZero() || v.Window.Since.After(v.Time) {
+			t.Errorf("window %+v at %v, want the 97 queries that ran", v.Window, v.Time)
+		}
+		// The warm-up's queries sleep 1–6 ms each, and 6 requests of 4
+		// queries on 4 workers wait.
+		if !v.RunTime.ordered(0.001, 1) {
+			t.Errorf("run_time %+v", v.RunTime)
+		}
+		if !v.QueueWait.ordered(0, 1) || v.QueueWait.Max == 0 {
+			t.Errorf("queue_wait %+v", v.QueueWait)
+		}
+		checkKeys(t, "stats", raw["stats"], goNames(Stats{}))
+		checkKeys(t, "config", raw["config"], goNames(Config{}))
+		var reqs []json.RawMessage
+		json.Unmarshal(raw["requests"], &reqs)
+		checkKeys(t, "requests[0]", reqs[0], []string{"id", "age_seconds", "queued", "running", "place"})
+		checkKeys(t, "run_time", raw["run_time"], []string{"p50_seconds", "p90_seconds", "p99_seconds", "max_seconds"})
+	})
+
+	t.Run("chromium", func(t *testing.T) {
+		bin := chromium(t)
+		url := sc.srv + "/debug/reqpool"
+		dom := string(runChromium(t, bin, "--dump-dom", url))
+		cells := requestRows(dom)
+		for _, want := range []map[string]string{
+			{"place": "3", "id": "report-large", "queued": "36", "running": "4"},
+			{"place": "1", "id": "dash-a", "queued": "3", "running": "0"},
+			{"place": "–", "id": "session-idle", "queued": "0", "running": "0"},
+		} {
+			got := cells[want["id"]]
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("the page's row of %s: %s is %q, want %q (row %v)", want["id"], k, got[k], v, got)
+				}
+			}
+			if got["age"] == "" {
+				t.Errorf("the page's row of %s shows no age", want["id"])
+			}
+		}
+		for id, want := range map[string]string{"stat-running": "4", "stat-queued": "44", "stat-requests": "4", "config-workers": "4"} {
+			if got := elementText(dom, id); got != want {
+				t.Errorf("the page's #%s shows %q, want %q", id, got, want)
+			}
+		}
+		if n := strings.Count(dom, `<rect class="bar"`); n == 0 {
+			t.Errorf("the page has no histogram bars")
+		}
+		if !strings.Contains(dom, `http-equiv="refresh"`) {
+			t.Errorf("the page does not refresh itself")
+		}
+		if t.Failed() {
+			t.Logf("the DOM:\n%s", dom)
+		}
+
+		shot := filepath.Join(t.TempDir(), "debug-page.png")
+		runChromium(t, bin, "--screenshot="+shot, "--window-size=1200,900", "--hide-scrollbars", url)
+		checkScreenshot(t, shot, 1200, 900)
+		if os.Getenv("REQPOOL_UPDATE_SCREENSHOT") == "1" {
+			b, err := os.ReadFile(shot)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join("docs", "debug-page.png"), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("wrote docs/debug-page.png")
+		}
+	})
+
+	sc.finish(t)
+	v, _ := sc.readJSON(t)
+	if len(v.Requests) != 0 || v.Stats.Requests != 0 || v.Stats.Running != 0 || v.Stats.Queued != 0 {
+		t.Errorf("after the held requests: %+v, requests %+v", v.Stats, v.Requests)
+	}
+}
+
+func TestDebugHandler(t *testing.T) {
+	p := newPool(t, Config{Workers: 1})
+	h := p.DebugHandler()
+	if p.DebugHandler() != h {
+		t.Error("a second DebugHandler call returned another handler")
+	}
+	if n := len(*p.observers.Load()); n != 1 {
+		t.Errorf("%d observers attached, want the page's one", n)
+	}
+	serve := func(method, target string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(method, target, nil))
+		return w
+	}
+
+	// An idle pool: nothing to list, no history.
+	w := serve(http.MethodGet, "/debug/reqpool")
+	for k, want := range map[string]string{
+		"Content-Type":            "text/html; charset=utf-8",
+		"Cache-Control":           "no-store",
+		"X-Content-Type-Options":  "nosniff",
+		"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+	} {
+		if got := w.Header().Get(k); got != want {
+			t.Errorf("%s: %q, want %q", k, got, want)
+		}
+	}
+	for _, want := range []string{"No live request has fanned out.", "No query has run since the page was first served.", "do not expose it publicly"} {
+		if !strings.Contains(w.Body.String(), want) {
+			t.Errorf("the idle page does not say %q", want)
+		}
+	}
+	w = serve(http.MethodGet, "/debug/reqpool?format=json")
+	if ct := w.Header().Get("Content-Type"); ct != "application/json; charset=utf-8" {
+		t.Errorf("JSON served as %q", ct)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(w.Body.Bytes(), &raw); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(raw["requests"]); got != "[]" {
+		t.Errorf("requests of an idle pool: %s, want []", got)
+	}
+	checkKeys(t, "window", raw["window"], []string{"queries"}) // no since without queries
+
+	// An id that Middleware would never pass is escaped all the same.
+	hostile := `<img src=x onerror=alert(1)>"'&`
+	ctx, release := p.newContext(context.Background(), hostile)
+	defer release()
+	hold, running := make(chan struct{}), make(chan struct{})
+	stop := sync.OnceFunc(func() { close(hold) })
+	defer stop()
+	done := make(chan error, 1)
+	go func() {
+		done <- Fanout(ctx, Func(func(context.Context) error { close(running); <-hold; return nil }))
+	}()
+	<-running
+	page := serve(http.MethodGet, "/debug/reqpool").Body.String()
+	if strings.Contains(page, "<img") || !strings.Contains(page, "&lt;img src=x onerror=alert(1)&gt;&#34;&#39;&amp;") {
+		t.Errorf("the hostile id is not escaped:\n%s", page)
+	}
+	var v debugJSON
+	if err := json.Unmarshal(serve(http.MethodGet, "/debug/reqpool?format=json").Body.Bytes(), &v); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Requests) != 1 || v.Requests[0].ID != hostile || v.Requests[0].Running != 1 {
+		t.Errorf("JSON requests %+v, want the hostile id, running 1", v.Requests)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	if w := serve(http.MethodHead, "/debug/reqpool"); w.Code != http.StatusOK || w.Body.Len() != 0 || w.Header().Get("Content-Length") == "" {
+		t.Errorf("HEAD: %d, %d bytes, Content-Length %q", w.Code, w.Body.Len(), w.Header().Get("Content-Length"))
+	}
+	if w := serve(http.MethodPost, "/debug/reqpool"); w.Code != http.StatusMethodNotAllowed || w.Header().Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST: %d, Allow %q", w.Code, w.Header().Get("Allow"))
+	}
+	if w := serve(http.MethodGet, "/debug/reqpool?format=xml"); w.Code != http.StatusBadRequest {
+		t.Errorf("?format=xml: %d, want 400", w.Code)
+	}
+}
+
+func TestDebugLiveRequests(t *testing.T) {
+	s := testSched(t, Config{Workers: 4, PerRequest: 2})
+	capped := s.register("capped")
+	s.admitN(t, capped, 5)
+	s.next()
+	s.next() // capped runs 2, its cap: not ready
+	big, small := s.register("big"), s.register("small")
+	s.register("idle")
+	s.admitN(t, big, 6)
+	s.admitN(t, small, 1)
+
+	type row struct {
+		id                     string
+		queued, running, place int
+	}
+	var got []row
+	for _, r := range s.liveRequests() {
+		got = append(got, row{r.id, r.queued, r.running, r.place})
+	}
+	want := []row{{"small", 1, 0, 1}, {"big", 6, 0, 2}, {"capped", 3, 2, 0}, {"idle", 0, 0, 0}}
+	if !slices.Equal(got, want) {
+		t.Errorf("live requests %+v, want %+v: the queue in order, then the others oldest first", got, want)
+	}
+}
+
+func TestDebugWindow(t *testing.T) {
+	var w window
+	if waits, runs, since := w.read(); waits != nil || runs != nil || !since.IsZero() {
+		t.Errorf("an empty window read %v %v %v", waits, runs, since)
+	}
+	t0 := time.Now()
+	const n = windowSize + 952
+	for i := range n {
+		at := t0.Add(time.Duration(i) * time.Second)
+		w.QueryDone(context.Background(), QueryRecord{Admitted: at, Started: at.Add(time.Duration(n-i) * time.Millisecond),
+			Finished: at.Add(time.Duration(n-i)*time.Millisecond + time.Duration(i)*time.Microsecond)})
+		w.QueryDone(context.Background(), QueryRecord{Admitted: at, Finished: at, Outcome: OutcomeDropped}) // not kept
+	}
+	waits, runs, since := w.read()
+	if len(waits) != windowSize || len(runs) != windowSize {
+		t.Fatalf("kept %d and %d samples, want %d", len(waits), len(runs), windowSize)
+	}
+	// The latest windowSize queries are i = 952 … n-1: waits of 1 … 2048 ms,
+	// run times of 952 … n-1 µs.
+	if !slices.IsSorted(waits) || waits[0] != time.Millisecond || waits[windowSize-1] != windowSize*time.Millisecond {
+		t.Errorf("waits from %v to %v", waits[0], waits[windowSize-1])
+	}
+	if !slices.IsSorted(runs) || runs[0] != 952*time.Microsecond || runs[windowSize-1] != (n-1)*time.Microsecond {
+		t.Errorf("runs from %v to %v", runs[0], runs[windowSize-1])
+	}
+	if want := t0.Add(952*time.Second + windowSize*time.Millisecond + 952*time.Microsecond); !since.Equal(want) {
+		t.Errorf("since %v, want %v", since, want)
+	}
+
+	var hundred []time.Duration
+	for i := 1; i <= 100; i++ {
+		hundred = append(hundred, time.Duration(i))
+	}
+	for _, c := range []struct {
+		sorted []time.Duration
+		p      int
+		want   time.Duration
+	}{
+		{nil, 50, 0}, {hundred[:1], 50, 1}, {hundred[:1], 99, 1},
+		{hundred, 50, 50}, {hundred, 90, 90}, {hundred, 99, 99}, {hundred, 100, 100},
+		{hundred[:10], 50, 5}, {hundred[:10], 99, 10}, {hundred[:3], 50, 2},
+	} {
+		if got := nearestRank(c.sorted, c.p); got != c.want {
+			t.Errorf("nearestRank(%d samples, %d) = %v, want %v", len(c.sorted), c.p, got, c.want)
+		}
+	}
+}
+
+func TestDebugChart(t *testing.T) {
+	for d, want := range map[time.Duration]int{
+		0: 0, 999: 0, time.Microsecond: 1, 1999: 1, 2 * time.Microsecond: 2, 5 * time.Microsecond: 3,
+		10 * time.Microsecond: 4, time.Millisecond: 10, 499 * time.Second: numEdges - 1, 500 * time.Second: numEdges, time.Hour: numEdges,
+	} {
+		if got := bucketOf(d); got != want {
+			t.Errorf("bucketOf(%v) = %d, want %d", d, got, want)
+		}
+	}
+	prev := -1.0
+	for d := time.Duration(0); d < time.Hour; d = d*5/4 + 1 {
+		pos := bucketPos(d)
+		if pos < prev || pos < float64(bucketOf(d)) || pos > float64(bucketOf(d)+1) {
+			t.Fatalf("bucketPos(%v) = %v after %v: not monotonic, or outside bucket %d", d, pos, prev, bucketOf(d))
+		}
+		prev = pos
+	}
+	for d, want := range map[time.Duration]string{
+		999: "999ns", 45678: "45.7µs", 1234567: "1.23ms", 2345678901: "2.35s", 83 * time.Second: "1m23s",
+	} {
+		if got := roundDuration(d).String(); got != want {
+			t.Errorf("roundDuration(%v) = %s, want %s", time.Duration(d), got, want)
+		}
+	}
+
+	// One value: a chart of chartMinBuckets buckets, one bar, everything
+	// inside the plot.
+	c := newChart([]time.Duration{3 * time.Millisecond, 3 * time.Millisecond}, []chartMark{{"p50", 3 * time.Millisecond}})
+	if len(c.Bars) != 1 || c.Bars[0].Title != "2ms–5ms: 2" || len(c.Ticks) < 2 || len(c.Marks) != 1 {
+		t.Fatalf("chart %+v", c)
+	}
+	for _, l := range append(c.Ticks, c.Marks...) {
+		if l.X < chartLeft || l.X > chartRight {
+			t.Errorf("label %+v outside the plot", l)
+		}
+	}
+	if b := c.Bars[0]; b.X < chartLeft || b.X+b.W > chartRight || b.Y != chartTop || b.Y+b.H != chartAxis {
+		t.Errorf("bar %+v: want the full height, inside the plot", b)
+	}
+	if m := c.Marks[0]; m.X < c.Bars[0].X || m.X > c.Bars[0].X+c.Bars[0].W {
+		t.Errorf("the mark at %v is not on the bar of its value, %+v", m.X, c.Bars[0])
+	}
+}
+
+// goNames returns the names of v's fields.
+func goNames(v any) []string {
+	var names []string
+	for _, f := range reflect.VisibleFields(reflect.TypeOf(v)) {
+		names = append(names, f.Name)
+	}
+	return names
+}
+
+// checkKeys checks that the JSON object obj has exactly the keys want.
+func checkKeys(t *testing.T, what string, obj json.RawMessage, want []string) {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(obj, &m); err != nil {
+		t.Errorf("%s: %v", what, err)
+		return
+	}
+	got := slices.Sorted(maps.Keys(m))
+	want = slices.Sorted(slices.Values(want))
+	if !slices.Equal(got, want) {
+		t.Errorf("%s has the keys %q, want %q", what, got, want)
+	}
+}
+
+// requestRows returns the cells of the page's request rows by class, keyed
+// by the request id.
+func requestRows(dom string) map[string]map[string]string {
+	rows := map[string]map[string]string{}
+	cell := regexp.MustCompile(`<td class="(\w+)">([^<]*)</td>`)
+	for _, m := range regexp.MustCompile(`<tr class="request">(.*?)</tr>`).FindAllStringSubmatch(dom, -1) {
+		cells := map[string]string{}
+		for _, c := range cell.FindAllStringSubmatch(m[1], -1) {
+			cells[c[1]] = c[2]
+		}
+		rows[cells["id"]] = cells
+	}
+	return rows
+}
+
+// elementText returns the text of the element with the given id, when it
+// holds text alone.
+func elementText(dom, id string) string {
+	m := regexp.MustCompile(`id="` + regexp.QuoteMeta(id) + `"[^>]*>([^<]*)<`).FindStringSubmatch(dom)
+	if m == nil {
+		return ""
+	}
+	return strings.TrimSpace(m[1])
+}
+
+// checkScreenshot checks that path is a PNG of width × height that shows
+// more than one colour.
+func checkScreenshot(t *testing.T, path string, width, height int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("no screenshot: %v", err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", path, err)
+	}
+	if b := img.Bounds(); b != image.Rect(0, 0, width, height) {
+		t.Errorf("screenshot of %v, want %dx%d", b, width, height)
+	}
+	colours := map[[4]uint32]bool{}
+	for y := 0; y < height; y += 7 {
+		for x := 0; x < width; x += 7 {
+			r, g, b, a := img.At(x, y).RGBA()
+			colours[[4]uint32{r, g, b, a}] = true
+		}
+	}
+	if len(colours) < 3 {
+		t.Errorf("the screenshot shows %d colours: a blank page?", len(colours))
+	}
+}
+
+// chromiumTimeout bounds each Chromium run.
+const chromiumTimeout = 60 * time.Second
+
+// chromium returns the Chromium to run: $CHROMIUM, or /usr/bin/chromium
+// (Debian's chromium package, which `make test` installs as root with
+// scripts/ensure-chromium.sh). Without it the test is skipped, except
+// under CI=true, where it fails.
+func chromium(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("CHROMIUM")
+	if bin == "" {
+		bin = "/usr/bin/chromium"
+	}
+	path, err := exec.LookPath(bin)
+	if err == nil {
+		return path
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("Chromium not found (%v) and CI=true: the browser test must run (make test installs it; or set CHROMIUM)", err)
+	}
+	t.Skipf("Chromium not found (%v): skipping the browser test (make test installs it as root; or set CHROMIUM)", err)
+	return ""
+}
+
+// runChromium runs headless Chromium with args after its usual flags, and
+// returns what it wrote to its standard output. It runs with a profile and
+// a HOME of its own in a new temporary folder, never reaches beyond
+// loopback (no proxy, no background networking), and is killed after
+// chromiumTimeout.
+//
+// No process of it outlives the call: its process group is killed once it
+// exits, and so is any process that names its folder in its command line
+// or environment, as its crash handlers do (they start sessions of their
+// own).
+func runChromium(t *testing.T, bin string, args ...string) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	stdout, err := os.Create(filepath.Join(dir, "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	stderr, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), chromiumTimeout)
+	defer cancel()
+	flags := []string{
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--no-proxy-server", "--user-data-dir=" + filepath.Join(dir, "profile"),
+	}
+	cmd := exec.CommandContext(ctx, bin, append(flags, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+		"XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
+	// Files, not pipes: then Wait does not wait for whichever child keeps
+	// its standard output open.
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	start := time.Now()
+	runErr := cmd.Run()
+	if cmd.Process != nil {
+		reapChromium(t, cmd.Process.Pid, dir)
+	}
+	if runErr != nil {
+		msg, _ := os.ReadFile(stderr.Name())
+		t.Fatalf("%s %s: %v after %v; its standard error ends:\n%s", bin, strings.Join(args, " "), runErr,
+			time.Since(start).Round(time.Millisecond), lastLines(msg, 20))
+	}
+	out, err := os.ReadFile(stdout.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// reapChromium kills process group pgid and every process that names dir
+// (see processesNaming), until none is left; it fails the test if some are
+// still there after 5 s.
+func reapChromium(t *testing.T, pgid int, dir string) {
+	t.Helper()
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("killing Chromium's process group: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left := processesNaming(dir)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("Chromium processes left behind: %v", left)
+			return
+		}
+		for _, pid := range left {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// processesNaming returns the processes whose command line or environment
+// contains s, from /proc: runChromium's folder is in the HOME that every
+// process Chromium starts inherits. It returns none where there is no /proc.
+func processesNaming(s string) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		for _, f := range []string{"cmdline", "environ"} {
+			if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), f)); err == nil && bytes.Contains(b, []byte(s)) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// lastLines returns the last n lines of b.
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+}
