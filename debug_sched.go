@@ -6,12 +6,6 @@ import (
 	"time"
 )
 
-// requestEpoch is the origin of request.since. Measuring from it reads the
-// monotonic clock alone, in about half the time of time.Now (23 ns against
-// 43 on this project's machine), and register does it under the
-// scheduler's lock, once per request that fans out.
-var requestEpoch = time.Now()
-
 // liveRequest is a copy of one registered request, as Pool.DebugHandler
 // shows it.
 type liveRequest struct {
@@ -36,7 +30,7 @@ func (s *sched) liveRequests() []liveRequest {
 	s.mu.Lock()
 	all := make([]liveRequest, 0, len(s.requests))
 	for r := range s.requests {
-		all = append(all, liveRequest{id: r.id, since: requestEpoch.Add(r.since), queued: r.queued, running: r.own,
+		all = append(all, liveRequest{id: r.id, since: epoch.Add(r.since), queued: r.queued, running: r.own,
 			ready: r.index >= 0, key: r.key, seq: r.seq})
 	}
 	s.mu.Unlock()

@@ -3,7 +3,6 @@ package reqpool
 import (
 	"context"
 	"fmt"
-	"time"
 )
 
 // Fanout runs queries in parallel on the pool of the handle in ctx, and waits
@@ -78,7 +77,7 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 
 	g := &group{sched: s, queries: queries}
 	if obs != nil {
-		g.obs, g.reqID, g.admitted = obs, h.id, time.Now()
+		g.obs, g.reqID, g.admitted = obs, h.id, now()
 	}
 	g.Context, g.cancel = context.WithCancelCause(ctx)
 	defer g.cancel(nil)

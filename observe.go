@@ -145,6 +145,17 @@ func (p *Pool) editObservers(edit func([]Observer) []Observer) {
 	}
 }
 
+// epoch is the origin of reqpool's own timestamps. time.Since(epoch) reads
+// the monotonic clock alone, about half the cost of time.Now, which reads
+// the wall clock too (23 ns against 43 on this project's machine). Read-only
+// after package initialisation.
+var epoch = time.Now()
+
+// now returns the current time from one monotonic clock read: epoch plus
+// the time since. Its wall reading follows from epoch's, so a step of the
+// system's wall clock after start does not show in the records.
+func now() time.Time { return epoch.Add(time.Since(epoch)) }
+
 // recordQuery tells g's observers how query i, started at started, ended,
 // and returns the time it ended (zero without observers). Called outside
 // the lock.
@@ -152,7 +163,7 @@ func (g *group) recordQuery(i int, started time.Time, err error) time.Time {
 	if g.obs == nil {
 		return time.Time{}
 	}
-	rec := QueryRecord{RequestID: g.reqID, Index: i, Admitted: g.admitted, Started: started, Finished: time.Now(), Err: err}
+	rec := QueryRecord{RequestID: g.reqID, Index: i, Admitted: g.admitted, Started: started, Finished: now(), Err: err}
 	switch _, panicked := err.(*PanicError); {
 	case err == nil:
 		rec.Outcome = OutcomeOK

@@ -59,7 +59,7 @@ type request struct {
 
 	// Set by register and never changed: what Pool.DebugHandler shows.
 	id    string        // the handle's request id
-	since time.Duration // when the handle registered (its first Fanout), since requestEpoch
+	since time.Duration // when the handle registered (its first Fanout), since epoch
 }
 
 // group is one Fanout call. It is also the context its queries receive: the
@@ -122,7 +122,7 @@ func newSched(cfg Config) *sched {
 func (s *sched) register(id string) *request {
 	s.seq++
 	r := &request{index: -1, seq: s.seq, queuedGroups: groupList{kind: queuedList}, liveGroups: groupList{kind: liveList},
-		id: id, since: time.Since(requestEpoch)}
+		id: id, since: time.Since(epoch)}
 	s.requests[r] = struct{}{}
 	return r
 }
@@ -260,7 +260,7 @@ func (s *sched) drop(g *group) {
 	r.queuedGroups.remove(g)
 	g.droppedFrom = g.started
 	if g.obs != nil {
-		g.droppedAt = time.Now()
+		g.droppedAt = now()
 	}
 	g.started = len(g.queries)
 	g.pending -= k
@@ -381,7 +381,7 @@ func (s *sched) run(kind slotKind, g *group, i int, parent *group) {
 	}()
 	for {
 		if g.obs != nil && started.IsZero() {
-			started = time.Now()
+			started = now()
 		}
 		err := g.call(i)
 		// One clock read serves as this query's end and the next one's
