@@ -81,7 +81,9 @@ func OpenPostgres(dsn string, p *Pool) (*sqlx.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := sql.OpenDB(pgwire.NewGate(&pqConnector{cfg: cfg}))
+	c := &pqConnector{cfg: cfg}
+	c.gate = pgwire.NewGate(c)
+	db := sql.OpenDB(c.gate)
 	SizeDB(db, p)
 	return sqlx.NewDb(db, "postgres"), nil
 }
@@ -115,7 +117,8 @@ func SizeDB(db *sql.DB, p *Pool) {
 // connector learns of lib/pq's CancelRequest: lib/pq dials through the
 // connection's dialer to send it.
 type pqConnector struct {
-	cfg pq.Config
+	cfg  pq.Config
+	gate *pgwire.Gate // the gate around it, which runs the chases
 }
 
 func (c *pqConnector) Driver() driver.Driver { return &pq.Driver{} }
@@ -125,7 +128,7 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &pqDialer{}
+	d := &pqDialer{gate: c.gate}
 	pc.Dialer(d)
 	conn, err := pc.Connect(ctx)
 	if err != nil {
@@ -142,6 +145,7 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 // there is one chase at most.
 type pqDialer struct {
 	net.Dialer
+	gate *pgwire.Gate // runs the chase
 
 	mu     sync.Mutex // protects the fields below
 	conn   *closeConn // the socket of the last connection attempt
@@ -176,7 +180,7 @@ func (d *pqDialer) DialContext(ctx context.Context, network, address string) (ne
 	case !d.chased:
 		d.chased = true
 		conn := d.conn
-		go pgwire.Chase(conn.closed, d.cancel, func() { conn.Close() })
+		d.gate.Go(func() { pgwire.Chase(conn.closed, d.cancel, func() { conn.Close() }) })
 	}
 	return c, nil
 }

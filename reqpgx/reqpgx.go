@@ -78,13 +78,15 @@ func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 		}
 		return pgwire.CheckSelfConnect(c)
 	}
+	var gate *pgwire.Gate // set below, before the first connection
 	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
-		h := &chaser{pc: pc}
+		h := &chaser{pc: pc, gate: gate}
 		pc.CustomData()[chaserKey] = h
 		return h
 	}
 	connector := stdlib.GetConnector(*cfg, stdlib.OptionResetSession(discardCancelled))
-	db := sql.OpenDB(pgwire.NewGate(connector))
+	gate = pgwire.NewGate(connector)
+	db := sql.OpenDB(gate)
 	reqpool.SizeDB(db, p)
 	return sqlx.NewDb(db, "pgx"), nil
 }
@@ -97,17 +99,22 @@ const chaserKey = "reqpool.chaser"
 // pgwire.Chase until it ends.
 type chaser struct {
 	pc        *pgconn.PgConn
+	gate      *pgwire.Gate  // runs the cancels and the chase
 	done      chan struct{} // closed when the statement ends; set by HandleCancel
 	cancelled atomic.Bool   // a CancelRequest went out: never reuse the connection
 }
 
 // HandleCancel implements ctxwatch.Handler. pgx calls it on its watcher
-// goroutine; HandleUnwatchAfterCancel follows once the statement has ended.
+// goroutine; HandleUnwatchAfterCancel follows once the operation has ended.
+// A connection can see more than one: an operation that follows the
+// cancelled one before database/sql discards the connection is watched
+// with the same, ended, context.
 func (h *chaser) HandleCancel(context.Context) {
 	h.cancelled.Store(true)
-	h.done = make(chan struct{})
-	go h.cancel()
-	go pgwire.Chase(h.done, h.cancel, h.cutOff)
+	done := make(chan struct{})
+	h.done = done
+	h.gate.Go(h.cancel)
+	h.gate.Go(func() { pgwire.Chase(done, h.cancel, h.cutOff) })
 }
 
 // HandleUnwatchAfterCancel implements ctxwatch.Handler.

@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -29,9 +30,16 @@ const RetryInterval = 250 * time.Millisecond
 // to a local port with no listener can connect to itself and hold the port
 // the database wants back. A healthy database never meets the gate: it only
 // closes after a failure, and the first success opens it again.
+//
+// The openers also run the cancels and chases of their connections through
+// Go, so that Close, which database/sql calls from DB.Close, returns only
+// once none of them is in flight: PgBouncer before 1.19 exits when a client
+// disconnects while its CancelRequest is being passed on (pgbouncer#801), as
+// the client of a process that exits right after DB.Close would.
 type Gate struct {
 	driver.Connector
-	now func() time.Time // time.Now; a field so that tests can step time
+	now     func() time.Time // time.Now; a field so that tests can step time
+	cancels sync.WaitGroup   // goroutines started by Go
 
 	mu      sync.Mutex // protects the fields below
 	failed  time.Time  // when the last attempt failed; zero while healthy
@@ -41,6 +49,21 @@ type Gate struct {
 
 // NewGate returns a Gate around c.
 func NewGate(c driver.Connector) *Gate { return &Gate{Connector: c, now: time.Now} }
+
+// Go runs f, a cancel or a chase of one of the gate's connections, on a
+// goroutine that Close waits for.
+func (g *Gate) Go(f func()) { g.cancels.Go(f) }
+
+// Close waits for the goroutines started by Go, each bounded by Chase's
+// timing, then closes the wrapped connector if it has a Close. It
+// implements io.Closer, which DB.Close calls.
+func (g *Gate) Close() error {
+	g.cancels.Wait()
+	if c, ok := g.Connector.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
 
 // Connect implements driver.Connector.
 func (g *Gate) Connect(ctx context.Context) (driver.Conn, error) {

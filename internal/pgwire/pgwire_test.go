@@ -116,3 +116,19 @@ func (g *Gate) probingForTest() bool {
 	defer g.mu.Unlock()
 	return g.probing
 }
+
+// TestGateCloseWaitsForCancels: DB.Close (the gate's Close) returns only
+// once the cancels started through Go have ended.
+func TestGateCloseWaitsForCancels(t *testing.T) {
+	g := NewGate(nil)
+	release := make(chan struct{})
+	var finished atomic.Bool
+	g.Go(func() { <-release; finished.Store(true) })
+	closed := make(chan struct{})
+	go func() { g.Close(); close(closed) }()
+	close(release)
+	<-closed
+	if !finished.Load() {
+		t.Error("Close returned while a cancel was in flight")
+	}
+}
