@@ -6,22 +6,32 @@ replace github.com/reqpool/reqpool => ../
 
 require (
 	github.com/alitto/pond/v2 v2.7.1
+	github.com/jackc/pgx/v5 v5.12.0
+	github.com/lib/pq v1.12.3
 	github.com/panjf2000/ants/v2 v2.12.1
 	github.com/reqpool/reqpool v0.0.0
 	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
 )
 
-require github.com/lib/pq v1.12.3 // indirect
+require (
+	github.com/jackc/pgpassfile v1.0.0 // indirect
+	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
+	github.com/jackc/puddle/v2 v2.2.3 // indirect
+	golang.org/x/text v0.42.0 // indirect
+)
 
 require (
 	github.com/aclements/go-moremath v0.0.0-20210112150236-f10218a38794 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/jmoiron/sqlx v1.4.0
 	github.com/reqpool/reqpool/examples/dashboard v0.0.0-00010101000000-000000000000
+	github.com/reqpool/reqpool/reqpgx v0.0.0
 	golang.org/x/perf v0.0.0-20260908200009-22c9c6c9d4da // indirect
 )
 
 tool golang.org/x/perf/cmd/benchstat
 
 replace github.com/reqpool/reqpool/examples/dashboard => ../examples/dashboard
+
+replace github.com/reqpool/reqpool/reqpgx => ../reqpgx

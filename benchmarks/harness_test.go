@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,21 +27,24 @@ func TestMain(m *testing.M) {
 // report that names every section.
 func TestQuick(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs every scenario (about 30 s)")
+		t.Skip("runs every scenario (about 25 s)")
 	}
-	// Scenario 6 needs PostgreSQL: make test provides it. Without it, the
-	// scenario is left out here, except under CI, where it must run.
-	var only []string
-	if os.Getenv("DATABASE_URL") == "" {
+	// The PostgreSQL scenarios need DATABASE_URL and PGBOUNCER_URL: make
+	// test provides them. Without them, those scenarios are left out here,
+	// except under CI, where they must run.
+	var only, left []string
+	for _, s := range scenarios {
+		if missing := s.missing(); len(missing) > 0 {
+			left = append(left, fmt.Sprintf("%d (%s: %s)", s.ID, s.Name, strings.Join(missing, ", ")))
+			continue
+		}
+		only = append(only, s.Name)
+	}
+	if len(left) > 0 {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("DATABASE_URL is not set and CI=true: scenario 6 (PostgreSQL) must run; use make test")
+			t.Fatalf("CI=true, and scenarios %s cannot run: unset variables; use make test", strings.Join(left, ", "))
 		}
-		t.Log("DATABASE_URL is not set: leaving out scenario 6 (PostgreSQL)")
-		for _, s := range scenarios {
-			if s.Name != "postgres" {
-				only = append(only, s.Name)
-			}
-		}
+		t.Logf("leaving out scenarios %s: unset variables", strings.Join(left, ", "))
 	}
 	dir := t.TempDir()
 	o := Options{
@@ -65,7 +70,7 @@ func TestQuick(t *testing.T) {
 	}
 	report := string(md)
 	for _, s := range scenarios {
-		if len(only) > 0 && !slices.Contains(only, s.Name) {
+		if !slices.Contains(only, s.Name) {
 			continue
 		}
 		if !strings.Contains(report, s.Title) {
@@ -78,11 +83,18 @@ func TestQuick(t *testing.T) {
 			t.Errorf("%s missing or empty: %v", name, err)
 		}
 	}
-	// Every contender appears in every scenario's first table, with a
-	// number in each cell.
+	// Every contender appears in every scenario's first table (except
+	// where the scenario compares no contenders), with a number in each
+	// cell.
 	for _, sec := range strings.Split(report, "\n## ")[1:] {
 		title, _, _ := strings.Cut(sec, "\n")
-		if !strings.Contains(title, ". ") { // the goals and contenders sections
+		num, _, ok := strings.Cut(title, ". ")
+		if !ok { // the goals and contenders sections
+			continue
+		}
+		i := slices.IndexFunc(scenarios, func(s Scenario) bool { return strconv.Itoa(s.ID) == num })
+		if i < 0 {
+			t.Errorf("section %q: no such scenario", title)
 			continue
 		}
 		rows := tableRows(sec)
@@ -90,7 +102,11 @@ func TestQuick(t *testing.T) {
 			t.Errorf("section %q has no table", title)
 			continue
 		}
-		for _, c := range contenderNames(contenders) {
+		want := contenderNames(contenders)
+		if scenarios[i].NoContenders {
+			want = nil
+		}
+		for _, c := range want {
 			if !slices.ContainsFunc(rows, func(r []string) bool { return slices.Contains(r, c) || strings.Contains(r[0], c) }) {
 				if !strings.Contains(sec, "| "+c+" ") {
 					t.Errorf("section %q: no row for %s", title, c)

@@ -19,7 +19,15 @@
 //	-level D         how long each open-loop load level runs (default 12s)
 //	-contenders LIST comma-separated contender names (default all)
 //	-cpuprofile FILE write a CPU profile of the run
+//	-merge           keep the other sections of -results/report.json: run the
+//	                 selected scenarios and replace (or add) only theirs
 //	-render FILE     re-render a saved results/report.json to -out, running nothing
+//
+// The PostgreSQL scenarios need DATABASE_URL (and PgBouncer's PGBOUNCER_URL);
+// the repository root's `make bench` provides both with throwaway servers.
+// To re-measure some scenarios without losing the published others:
+//
+//	cd benchmarks && go run . -merge -scenarios tagcost,replicas -out ../BENCHMARKS.md
 package main
 
 import (
@@ -45,6 +53,37 @@ type Scenario struct {
 	// Run measures every contender of env and returns the section of the
 	// report. It must bound its own time and stop early when ctx ends.
 	Run func(ctx context.Context, env *Env) (*Section, error)
+	// Needs names the environment variables the scenario cannot run
+	// without, such as DATABASE_URL. When one is unset, Run is not called:
+	// the section says that the scenario was skipped, and why.
+	Needs []string
+	// NoContenders marks a scenario that does not compare the pool
+	// contenders (it measures reqpool's database drivers, or a deployment
+	// of the example app): its tables have no row per contender.
+	NoContenders bool
+}
+
+// missing returns the variables of s.Needs that are unset or empty.
+func (s Scenario) missing() []string {
+	var out []string
+	for _, v := range s.Needs {
+		if os.Getenv(v) == "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// skipped returns the section of a scenario that cannot run without the
+// environment variables missing.
+func skipped(missing []string) *Section {
+	verb := "is"
+	if len(missing) > 1 {
+		verb = "are"
+	}
+	return &Section{Setup: fmt.Sprintf("Skipped: %s %s not set. `make bench` at the repository root runs the "+
+		"benchmarks with a throwaway PostgreSQL and PgBouncer (scripts/with-postgres.sh), which set DATABASE_URL "+
+		"and PGBOUNCER_URL.", strings.Join(missing, " and "), verb)}
 }
 
 // scenarios is the registry that each scenario file adds itself to.
@@ -73,6 +112,9 @@ type Options struct {
 	Contenders string
 	// CPUProfile, when set, is where a CPU profile of the whole run goes.
 	CPUProfile string
+	// Merge keeps the sections of the report already in Results
+	// (report.json) that this run does not measure.
+	Merge bool
 }
 
 // Env is what a scenario runs with.
@@ -110,6 +152,7 @@ func main() {
 	flag.BoolVar(&o.Verbose, "v", true, "log progress to stderr")
 	flag.StringVar(&o.Contenders, "contenders", "", "comma-separated contender `names` (default all)")
 	flag.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to `file`")
+	flag.BoolVar(&o.Merge, "merge", false, "keep the other sections of -results/report.json; replace or add only those that run")
 	render := flag.String("render", "", "re-render the report saved in `report.json` to -out, running nothing")
 	flag.Parse()
 	if *render != "" {
@@ -163,6 +206,17 @@ func run(ctx context.Context, o Options) error {
 	if err := os.MkdirAll(o.Results, 0o755); err != nil {
 		return err
 	}
+	rep := newReport(o)
+	jsonPath := filepath.Join(o.Results, "report.json")
+	var base *Report // the report that this run's sections go into, with -merge
+	if o.Merge {
+		if base, err = readReport(jsonPath); err != nil {
+			return fmt.Errorf("-merge: %w", err)
+		}
+		if err := base.canMerge(rep); err != nil {
+			return fmt.Errorf("-merge %s: %w", jsonPath, err)
+		}
+	}
 	cs, err := selectContenders(o.Contenders)
 	if err != nil {
 		return err
@@ -184,15 +238,17 @@ func run(ctx context.Context, o Options) error {
 			fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 		}
 	}
-	rep := newReport(o)
 	for _, s := range selected {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		env.Logf("scenario %d (%s): start", s.ID, s.Name)
 		start := time.Now()
-		sec, err := s.Run(ctx, env)
-		if err != nil {
+		var sec *Section
+		if missing := s.missing(); len(missing) > 0 {
+			sec = skipped(missing)
+			env.Logf("scenario %d (%s): skipped, %s unset", s.ID, s.Name, strings.Join(missing, ", "))
+		} else if sec, err = s.Run(ctx, env); err != nil {
 			return fmt.Errorf("scenario %d (%s): %w", s.ID, s.Name, err)
 		}
 		sec.ID, sec.Name = s.ID, s.Name
@@ -204,7 +260,11 @@ func run(ctx context.Context, o Options) error {
 		env.Logf("scenario %d (%s): done in %s", s.ID, s.Name, sec.Elapsed.Round(time.Second))
 	}
 	rep.Finished = time.Now()
-	if err := rep.writeJSON(filepath.Join(o.Results, "report.json")); err != nil {
+	if base != nil {
+		base.merge(rep)
+		rep = base
+	}
+	if err := rep.writeJSON(jsonPath); err != nil {
 		return err
 	}
 	return rep.writeMarkdown(o.Out)

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -22,6 +24,19 @@ type Report struct {
 	Started  time.Time
 	Finished time.Time
 	Sections []*Section
+	// Reruns are the later runs whose sections replaced or joined the
+	// first run's (-merge), oldest first.
+	Reruns []Rerun `json:",omitempty"`
+}
+
+// Rerun is a later run of some scenarios, merged into a report.
+type Rerun struct {
+	Scenarios []int  // the IDs of the sections it measured
+	Command   string // how it was started
+	Started   time.Time
+	Finished  time.Time
+	Revision  string // the reqpool it measured, as Machine.Versions names it
+	GoVersion string
 }
 
 // Machine describes where the benchmarks ran.
@@ -46,6 +61,23 @@ type Section struct {
 	Notes   []string
 	Raw     any           // raw measurements, written to results.json
 	Elapsed time.Duration // how long the scenario ran
+}
+
+// UnmarshalJSON reads a section written by writeJSON, keeping Raw as the
+// JSON it was: a report read back (-render, -merge) writes its raw data
+// unchanged, fields in their order, rather than as maps.
+func (s *Section) UnmarshalJSON(b []byte) error {
+	type plain Section // no methods: no recursion
+	var v struct {
+		plain
+		Raw json.RawMessage
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*s = Section(v.plain)
+	s.Raw = v.Raw
+	return nil
 }
 
 // Table is a markdown table. Columns after the first are right-aligned.
@@ -94,14 +126,18 @@ func machine() Machine {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {
 			switch d.Path {
-			case "github.com/alitto/pond/v2", "github.com/panjf2000/ants/v2", "golang.org/x/sync":
+			case "github.com/alitto/pond/v2", "github.com/panjf2000/ants/v2", "golang.org/x/sync",
+				"github.com/lib/pq", "github.com/jackc/pgx/v5":
 				m.Versions[d.Path] = d.Version
 			}
 		}
 	}
-	m.Versions["github.com/reqpool/reqpool"] = reqpoolRevision()
+	m.Versions[reqpoolModule] = reqpoolRevision()
 	return m
 }
+
+// reqpoolModule is the module under test, as Machine.Versions names it.
+const reqpoolModule = "github.com/reqpool/reqpool"
 
 // reqpoolRevision names the reqpool under test: the benchmarks module
 // replaces it with the working tree around it, so its version is the tree's
@@ -139,6 +175,53 @@ func readReport(path string) (*Report, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &r, nil
+}
+
+// canMerge returns an error when later's sections cannot join r's: a quick
+// run and a measurement, or runs on different machines, do not compare.
+func (r *Report) canMerge(later *Report) error {
+	a, b := r.Machine, later.Machine
+	switch {
+	case r.Options.Quick != later.Options.Quick:
+		return fmt.Errorf("quick run and full run: quick is %v there, %v here", r.Options.Quick, later.Options.Quick)
+	case a.CPU != b.CPU || a.NumCPU != b.NumCPU || a.GOMAXPROCS != b.GOMAXPROCS || a.OSArch != b.OSArch:
+		return fmt.Errorf("measured on another machine (%s, %d cores, GOMAXPROCS %d, %s; here %s, %d, %d, %s)",
+			a.CPU, a.NumCPU, a.GOMAXPROCS, a.OSArch, b.CPU, b.NumCPU, b.GOMAXPROCS, b.OSArch)
+	}
+	return nil
+}
+
+// merge puts later's sections into r, in place of r's sections of the same
+// scenarios, and records later as a rerun. Versions that r does not name yet
+// (a driver that only later's scenarios use) are taken from later.
+func (r *Report) merge(later *Report) {
+	var ids []int
+	for _, s := range later.Sections {
+		ids = append(ids, s.ID)
+		r.Sections = slices.DeleteFunc(r.Sections, func(old *Section) bool { return old.ID == s.ID })
+		r.Sections = append(r.Sections, s)
+	}
+	slices.SortFunc(r.Sections, func(a, b *Section) int { return a.ID - b.ID })
+	// An earlier rerun keeps only the sections that are still its own.
+	kept := r.Reruns[:0]
+	for _, run := range r.Reruns {
+		run.Scenarios = slices.DeleteFunc(run.Scenarios, func(id int) bool { return slices.Contains(ids, id) })
+		if len(run.Scenarios) > 0 {
+			kept = append(kept, run)
+		}
+	}
+	r.Reruns = append(kept, Rerun{
+		Scenarios: ids, Command: later.Options.Command, Started: later.Started, Finished: later.Finished,
+		Revision: later.Machine.Versions[reqpoolModule], GoVersion: later.Machine.GoVersion,
+	})
+	if r.Machine.Versions == nil {
+		r.Machine.Versions = map[string]string{}
+	}
+	for k, v := range later.Machine.Versions {
+		if _, ok := r.Machine.Versions[k]; !ok {
+			r.Machine.Versions[k] = v
+		}
+	}
 }
 
 // writeMarkdown renders the report to path.
@@ -198,14 +281,21 @@ func (r *Report) render(b *strings.Builder, dir string) {
 	p("| cores (`runtime.NumCPU`) | %d |\n", m.NumCPU)
 	p("| `GOMAXPROCS` | %d |\n", m.GOMAXPROCS)
 	p("| Go | %s %s |\n", m.GoVersion, m.OSArch)
-	for _, k := range []string{"github.com/reqpool/reqpool", "golang.org/x/sync", "github.com/alitto/pond/v2", "github.com/panjf2000/ants/v2"} {
+	for _, k := range []string{reqpoolModule, "golang.org/x/sync", "github.com/alitto/pond/v2", "github.com/panjf2000/ants/v2",
+		"github.com/lib/pq", "github.com/jackc/pgx/v5"} {
 		if v, ok := m.Versions[k]; ok {
 			p("| %s | %s |\n", k, v)
 		}
 	}
 	p("| date | %s |\n", r.Started.UTC().Format("2006-01-02 15:04 MST"))
 	p("| command | `%s` (or `make bench` in `benchmarks/`) |\n", r.Options.Command)
-	p("| duration | %s |\n\n", r.Finished.Sub(r.Started).Round(time.Second))
+	p("| duration | %s |\n", r.Finished.Sub(r.Started).Round(time.Second))
+	for _, run := range r.Reruns {
+		p("| re-measured later: %s | `%s`, %s, %s; reqpool %s, %s |\n", scenarioList(run.Scenarios), run.Command,
+			run.Started.UTC().Format("2006-01-02 15:04 MST"), run.Finished.Sub(run.Started).Round(time.Second),
+			run.Revision, run.GoVersion)
+	}
+	p("\n")
 
 	p("Machines are noisy. The timing scenarios run every contender %d times, interleaved (each repetition rotates ", r.Options.Reps)
 	p("the order), and report medians over the repetitions; the overhead benchmarks run with `-count %d` and are ", r.Options.Count)
@@ -279,6 +369,18 @@ func (r *Report) renderGoals(p func(string, ...any)) {
 		}
 	}
 	p("\n")
+}
+
+// scenarioList formats scenario IDs as "scenario 8" or "scenarios 8, 9".
+func scenarioList(ids []int) string {
+	var parts []string
+	for _, id := range ids {
+		parts = append(parts, strconv.Itoa(id))
+	}
+	if len(parts) == 1 {
+		return "scenario " + parts[0]
+	}
+	return "scenarios " + strings.Join(parts, ", ")
 }
 
 func metWord(met bool) string {

@@ -24,7 +24,8 @@ import (
 // under a closed-loop load of 16, 64 and 256 concurrent clients, with the
 // same database/sql pool (MaxOpenConns = Workers) for every contender.
 func init() {
-	register(Scenario{ID: 6, Name: "postgres", Title: "End to end with PostgreSQL", Run: runPostgres})
+	register(Scenario{ID: 6, Name: "postgres", Title: "End to end with PostgreSQL", Run: runPostgres,
+		Needs: []string{"DATABASE_URL"}})
 }
 
 // pgWorkers is the contenders' Workers and the database pool's
@@ -53,10 +54,6 @@ type pgRun struct {
 
 func runPostgres(ctx context.Context, env *Env) (*Section, error) {
 	dsn := os.Getenv("DATABASE_URL")
-	if dsn == "" {
-		return &Section{Setup: "Skipped: DATABASE_URL is not set. `make bench` at the repository root runs the " +
-			"benchmarks with a throwaway PostgreSQL (scripts/with-postgres.sh)."}, nil
-	}
 	clients, dur, reps := []int{16, 64, 256}, 4*time.Second, min(env.reps(), 3)
 	if env.Quick {
 		clients, dur, reps = []int{2, 8}, 300*time.Millisecond, 1

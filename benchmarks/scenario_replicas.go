@@ -1,0 +1,611 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+	"github.com/reqpool/reqpool"
+	"github.com/reqpool/reqpool/examples/dashboard/store"
+)
+
+// Scenario 9, replicas behind one PgBouncer: three processes of the example
+// app, each with its own pool, share one PgBouncer in transaction mode.
+// What PostgreSQL sees under load (connections, statements at once), and
+// whether a client's hang-up still stops its statements through PgBouncer.
+func init() {
+	register(Scenario{ID: 9, Name: "replicas", Title: "Replicas behind one PgBouncer", Run: runReplicas,
+		Needs: []string{"DATABASE_URL", "PGBOUNCER_URL"}, NoContenders: true})
+}
+
+const (
+	replicaCount   = 3
+	replicaWorkers = 6
+	replicaOrgs    = 50 // the example's seeded orgs: ids 1..50
+	// reportQueries is how many statements GET /orgs/{id}/report runs.
+	reportQueries = 4
+	// samplePeriod is how often pg_stat_activity and SHOW POOLS are read.
+	samplePeriod = 20 * time.Millisecond
+	// hangUpGoal bounds the time from a hang-up until none of the
+	// request's statements is active on the server.
+	hangUpGoal = 500 * time.Millisecond
+)
+
+// replicasRaw is scenario 9's raw data.
+type replicasRaw struct {
+	Replicas, Workers, Clients int
+	Warm, Duration             time.Duration // of the load's warm-up, and of its measured part
+	Server, Bouncer            string
+	DefaultPoolSize            int // PgBouncer's, from SHOW CONFIG
+	MaxConnections             int // PostgreSQL's
+	Build, Start               time.Duration
+	Load                       replicasLoad
+	HangUps                    []replicasHangUp
+}
+
+// replicasLoad is the closed-loop load and what the samplers saw during it.
+type replicasLoad struct {
+	OK, Failed          int
+	PerReplica          []int // 200 answers per replica
+	ReqPerSec, P50, P99 jsonFloat
+	FirstErr            string `json:",omitempty"`
+	replicasPeaks
+}
+
+// replicasPeaks is the most the samplers saw at once.
+type replicasPeaks struct {
+	Samples     int
+	ServerConns int       // PgBouncer's connections in pg_stat_activity
+	Active      int       // of those, executing a statement
+	SvActive    int       // SHOW POOLS
+	SvIdle      int       // SHOW POOLS
+	ClWaiting   int       // SHOW POOLS
+	MaxWaitMs   jsonFloat // SHOW POOLS maxwait
+	SampleErr   string    `json:",omitempty"` // the first failed sample's error
+}
+
+// replicasHangUp is one hang-up through PgBouncer.
+type replicasHangUp struct {
+	ID     string
+	Active jsonFloat // ms from sending the request until its statements were all active
+	Gone   jsonFloat // ms from the hang-up until none was active; null if they outlived the wait
+}
+
+func runReplicas(ctx context.Context, env *Env) (*Section, error) {
+	dsn, bouncer := os.Getenv("DATABASE_URL"), os.Getenv("PGBOUNCER_URL")
+	raw := replicasRaw{Replicas: replicaCount, Workers: replicaWorkers, Clients: 48, Warm: time.Second, Duration: 8 * time.Second}
+	hangUps := min(env.reps(), 3)
+	if env.Quick {
+		raw.Clients, raw.Warm, raw.Duration, hangUps = 12, 100*time.Millisecond, 500*time.Millisecond, 1
+	}
+
+	monitor, err := openMonitor(dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer monitor.Close()
+	monitor.SetMaxOpenConns(2) // the sampler's, and the hang-up's poller's
+	admin, err := openBouncerAdmin(bouncer)
+	if err != nil {
+		return nil, err
+	}
+	defer admin.Close()
+	if err := raw.readSettings(ctx, dsn, bouncer, monitor, admin); err != nil {
+		return nil, err
+	}
+	// The replicas would load the schema on their first start, one at a
+	// time; loading it here keeps that out of their start-up.
+	start := time.Now()
+	if loaded, err := store.Ensure(ctx, monitor, false); err != nil {
+		return nil, err
+	} else if loaded {
+		env.Logf("  replicas: schema and seed data loaded in %v", time.Since(start).Round(time.Millisecond))
+	}
+
+	tmp, err := os.MkdirTemp("", "reqpool-replicas-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	start = time.Now()
+	bin, err := buildDashboard(ctx, env, tmp)
+	if err != nil {
+		return nil, err
+	}
+	raw.Build = time.Since(start)
+
+	start = time.Now()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: raw.Clients}, Timeout: time.Minute}
+	defer client.CloseIdleConnections()
+	var replicas []*replica
+	// stopAll stops the replicas once their work and PgBouncer's cancels
+	// are done, and returns what went wrong. Deferred, it covers the paths
+	// that return early; the last path calls it itself, and reports.
+	stopAll := func() []string {
+		var errs []string
+		if err := quiesce(ctx, client, replicas, admin, 5*time.Second); err != nil {
+			errs = append(errs, err.Error())
+		}
+		// A connection that the client dialled but never sent a request
+		// on holds a replica's graceful shutdown for 5 s.
+		client.CloseIdleConnections()
+		for i, r := range replicas {
+			if err := r.Stop(); err != nil {
+				errs = append(errs, fmt.Sprintf("replica %d: %v", i+1, err))
+			}
+		}
+		replicas = nil
+		return errs
+	}
+	defer func() {
+		for _, e := range stopAll() {
+			env.Logf("  replicas: %s", e)
+		}
+	}()
+	for range replicaCount {
+		r, err := startReplica(bin, "-db", bouncer, "-workers", strconv.Itoa(replicaWorkers))
+		if err != nil {
+			return nil, err
+		}
+		replicas = append(replicas, r)
+	}
+	for i, r := range replicas {
+		if err := r.ready(ctx, time.Minute); err != nil {
+			return nil, fmt.Errorf("replica %d: %w", i+1, err)
+		}
+		if err := replicaDashboard(ctx, client, r.URL, 1); err != nil {
+			return nil, fmt.Errorf("replica %d: first request: %w", i+1, err)
+		}
+	}
+	raw.Start = time.Since(start)
+	env.Logf("  replicas: built in %v, %d replicas answering in %v", raw.Build.Round(time.Millisecond), replicaCount, raw.Start.Round(time.Millisecond))
+
+	if raw.Load, err = replicasLoadRun(ctx, client, replicas, monitor, admin, raw.Clients, raw.Warm, raw.Duration); err != nil {
+		return nil, err
+	}
+	env.Logf("  replicas: load done, %s req/s", fmtFloat(float64(raw.Load.ReqPerSec)))
+	for n := range hangUps {
+		h, err := replicasHangUpRun(ctx, client, replicas[1].URL, monitor, fmt.Sprintf("replicas-hangup-%d-%d", time.Now().Unix(), n+1))
+		if err != nil {
+			return nil, err
+		}
+		raw.HangUps = append(raw.HangUps, h)
+		if err := quiesce(ctx, client, replicas, admin, 5*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	// An unclean stop is a result, not only a log line.
+	return replicasSection(&raw, stopAll()), nil
+}
+
+// readSettings reads the versions and the limits that the section reports:
+// PostgreSQL's max_connections, PgBouncer's default_pool_size.
+func (raw *replicasRaw) readSettings(ctx context.Context, dsn, bouncer string, monitor *sqlx.DB, admin *bouncerAdmin) error {
+	var err error
+	if raw.Server, raw.Bouncer, err = pgVersions(ctx, dsn, bouncer); err != nil {
+		return err
+	}
+	if err := monitor.GetContext(ctx, &raw.MaxConnections, `SELECT current_setting('max_connections')::int`); err != nil {
+		return err
+	}
+	size, err := admin.setting(ctx, "default_pool_size")
+	if err != nil {
+		return err
+	}
+	if raw.DefaultPoolSize, err = strconv.Atoi(size); err != nil {
+		return fmt.Errorf("PgBouncer default_pool_size %q: %w", size, err)
+	}
+	return nil
+}
+
+// buildDashboard builds the example app (examples/dashboard) into dir and
+// returns the binary's path.
+func buildDashboard(ctx context.Context, env *Env, dir string) (string, error) {
+	bin := filepath.Join(dir, "dashboard")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	build.Dir = filepath.Join(env.Dir, "..", "examples", "dashboard")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build examples/dashboard: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// quiesce waits until every replica's pool is idle, then until PgBouncer
+// has had no cancel request under way for a while (see awaitNoCancels),
+// so that a replica can be stopped, or a new hang-up start.
+func quiesce(ctx context.Context, client *http.Client, replicas []*replica, admin *bouncerAdmin, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		busy, err := busyness(ctx, client, replicas)
+		if err != nil {
+			return err
+		}
+		if busy == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still busy %v after the last request: %s", timeout, busy)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return admin.awaitNoCancels(ctx, 100*time.Millisecond, time.Until(deadline))
+}
+
+// busyness says what is still under way in the replicas' pools (GET
+// /stats); empty when nothing is.
+func busyness(ctx context.Context, client *http.Client, replicas []*replica) (string, error) {
+	for i, r := range replicas {
+		if r.URL == "" { // never listened
+			continue
+		}
+		var st struct {
+			Pool struct{ Running, Queued, Requests int }
+		}
+		if err := getJSON(ctx, client, r.URL+"/stats", &st); err != nil {
+			return "", fmt.Errorf("replica %d: %w", i+1, err)
+		}
+		if p := st.Pool; p.Running+p.Queued+p.Requests > 0 {
+			return fmt.Sprintf("replica %d has %d requests, %d queries running, %d queued", i+1, p.Requests, p.Running, p.Queued), nil
+		}
+	}
+	return "", nil
+}
+
+// getJSON decodes the 200 answer to GET url into v.
+func getJSON(ctx context.Context, client *http.Client, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); resp.StatusCode != http.StatusOK || err != nil {
+		return fmt.Errorf("GET %s: status %d, decode: %v", url, resp.StatusCode, err)
+	}
+	return nil
+}
+
+// replicaDashboard fetches the dashboard of org from the replica at base
+// and checks that it is one.
+func replicaDashboard(ctx context.Context, client *http.Client, base string, org int) error {
+	var d store.Dashboard
+	return getJSON(ctx, client, fmt.Sprintf("%s/orgs/%d/dashboard", base, org), &d)
+}
+
+// replicasLoadRun drives the replicas with n closed-loop clients for warm,
+// then for dur while sampling the server and PgBouncer: the warm-up has
+// PgBouncer open (or check) its server connections first.
+func replicasLoadRun(ctx context.Context, client *http.Client, replicas []*replica, monitor *sqlx.DB, admin *bouncerAdmin, n int, warm, dur time.Duration) (replicasLoad, error) {
+	driveReplicas(ctx, client, replicas, n, warm)
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	var peaks replicasPeaks
+	go func() {
+		defer close(sampled)
+		sampleLoad(ctx, monitor, admin, &peaks, stop)
+	}()
+	load := driveReplicas(ctx, client, replicas, n, dur)
+	close(stop)
+	<-sampled
+	load.replicasPeaks = peaks
+	return load, ctx.Err()
+}
+
+// driveReplicas runs n closed-loop clients for dur, client i on replica i
+// modulo their number, each asking for the dashboard of a random org.
+func driveReplicas(ctx context.Context, client *http.Client, replicas []*replica, n int, dur time.Duration) replicasLoad {
+	load := replicasLoad{PerReplica: make([]int, len(replicas))}
+	var (
+		mu   sync.Mutex
+		lats []float64
+		wg   sync.WaitGroup
+	)
+	deadline := time.Now().Add(dur)
+	began := time.Now()
+	for i := range n {
+		wg.Go(func() {
+			r := i % len(replicas)
+			rng := rand.New(rand.NewPCG(uint64(i), 9))
+			var mine []float64
+			failed := 0
+			var firstErr error
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				t0 := time.Now()
+				if err := replicaDashboard(ctx, client, replicas[r].URL, 1+rng.IntN(replicaOrgs)); err != nil {
+					failed++
+					if firstErr == nil {
+						firstErr = err
+					}
+					continue
+				}
+				mine = append(mine, ms(time.Since(t0)))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			lats = append(lats, mine...)
+			load.PerReplica[r] += len(mine)
+			load.Failed += failed
+			if load.FirstErr == "" && firstErr != nil {
+				load.FirstErr = firstErr.Error()
+			}
+		})
+	}
+	wg.Wait()
+	load.OK = len(lats)
+	load.ReqPerSec = jsonFloat(float64(len(lats)) / time.Since(began).Seconds())
+	load.P50, load.P99 = jsonFloat(percentile(lats, 50)), jsonFloat(percentile(lats, 99))
+	return load
+}
+
+// serverConnsQuery counts the client backends on the database whose
+// process ids are in $1, PgBouncer's server connections (SHOW SERVERS), and
+// those of them executing a statement. Other clients of the same server
+// (the harness's monitor, tests running beside) are left out.
+const serverConnsQuery = `SELECT count(*), count(*) FILTER (WHERE state = 'active')
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND datname = current_database() AND pid = ANY($1)`
+
+// sampleLoad reads pg_stat_activity and SHOW POOLS every samplePeriod
+// until stop is closed, keeping the peaks in p.
+func sampleLoad(ctx context.Context, monitor *sqlx.DB, admin *bouncerAdmin, p *replicasPeaks, stop <-chan struct{}) {
+	tick := time.NewTicker(samplePeriod)
+	defer tick.Stop()
+	fail := func(err error) {
+		if p.SampleErr == "" && ctx.Err() == nil {
+			p.SampleErr = err.Error()
+		}
+	}
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		pids, err := admin.serverPIDs(ctx)
+		if err != nil {
+			fail(err)
+			continue
+		}
+		var conns, active int
+		if err := monitor.QueryRowContext(ctx, serverConnsQuery, pq.Array(pids)).Scan(&conns, &active); err != nil {
+			fail(err)
+			continue
+		}
+		pool, err := admin.pool(ctx)
+		if err != nil {
+			fail(err)
+			continue
+		}
+		p.Samples++
+		p.ServerConns, p.Active = max(p.ServerConns, conns), max(p.Active, active)
+		p.SvActive, p.SvIdle, p.ClWaiting = max(p.SvActive, pool.SvActive), max(p.SvIdle, pool.SvIdle), max(p.ClWaiting, pool.ClWaiting)
+		p.MaxWaitMs = jsonFloat(max(float64(p.MaxWaitMs), pool.MaxWaitMs))
+	}
+}
+
+// replicasHangUpRun asks the replica at base for a slow report as request
+// id, waits until its statements are all active on the server, hangs up,
+// and measures how long until none is.
+func replicasHangUpRun(ctx context.Context, client *http.Client, base string, monitor *sqlx.DB, id string) (replicasHangUp, error) {
+	h := replicasHangUp{ID: id, Gone: jsonFloat(math.NaN())}
+	active := func() (int, error) {
+		var n int
+		err := monitor.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity
+			WHERE state = 'active' AND strpos(query, $1) > 0 AND pid <> pg_backend_pid()`, "/*request_id='"+id+"'*/")
+		return n, err
+	}
+	// poll waits until active() satisfies ok, for at most limit, and returns
+	// how long that took; ok is false if it never did.
+	poll := func(ok func(int) bool, limit time.Duration) (time.Duration, bool, error) {
+		start := time.Now()
+		for time.Since(start) < limit {
+			n, err := active()
+			if err != nil {
+				return 0, false, err
+			}
+			if ok(n) {
+				return time.Since(start), true, nil
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		return 0, false, nil
+	}
+
+	rctx, hangUp := context.WithCancel(ctx)
+	defer hangUp()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, base+"/orgs/1/report?sleep=30", nil)
+	if err != nil {
+		return h, err
+	}
+	req.Header.Set(reqpool.RequestIDHeader, id)
+	answered := make(chan error, 1)
+	go func() {
+		resp, err := client.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			err = fmt.Errorf("answered %s before the hang-up", resp.Status)
+		}
+		answered <- err
+	}()
+	took, ok, err := poll(func(n int) bool { return n == reportQueries }, 10*time.Second)
+	if err != nil || !ok {
+		hangUp()
+		<-answered
+		return h, fmt.Errorf("hang-up %s: %d statements never active at once within 10 s (%v)", id, reportQueries, err)
+	}
+	h.Active = jsonFloat(ms(took))
+	hangUp()
+	if took, ok, err = poll(func(n int) bool { return n == 0 }, 5*time.Second); err != nil {
+		return h, err
+	} else if ok {
+		h.Gone = jsonFloat(ms(took))
+	}
+	if err := <-answered; !errors.Is(err, context.Canceled) {
+		return h, fmt.Errorf("hang-up %s: the client's request ended with %v, not its cancellation", id, err)
+	}
+	return h, nil
+}
+
+// replicasSection builds the report section. exits lists the replicas
+// that did not stop cleanly.
+func replicasSection(raw *replicasRaw, exits []string) *Section {
+	l := raw.Load
+	clientConns := raw.Replicas * (raw.Workers + reqpool.SpareConns)
+	load := Table{
+		Caption: fmt.Sprintf("Closed-loop load, %d clients for %s:", raw.Clients, raw.Duration),
+		Header:  []string{"measure", "value"},
+		Rows: [][]string{
+			{"throughput (req/s)", fmtFloat(float64(l.ReqPerSec))},
+			{"p50 / p99 latency (ms)", fmtMs(float64(l.P50)) + " / " + fmtMs(float64(l.P99))},
+			{"errors (requests not answered 200)", fmtInt(int64(l.Failed)) + " of " + fmtInt(int64(l.OK+l.Failed))},
+			{"requests answered per replica", perReplica(l.PerReplica)},
+			{"peak server connections from PgBouncer (pg_stat_activity)", strconv.Itoa(l.ServerConns)},
+			{"PgBouncer default_pool_size", strconv.Itoa(raw.DefaultPoolSize)},
+			{"peak statements active on the server (sampled)", strconv.Itoa(l.Active)},
+			{"replicas × Workers", strconv.Itoa(raw.Replicas * raw.Workers)},
+			{"peak sv_active / sv_idle (SHOW POOLS)", fmt.Sprintf("%d / %d", l.SvActive, l.SvIdle)},
+			{"peak cl_waiting, maxwait (ms)", fmt.Sprintf("%d, %s", l.ClWaiting, fmtMs(float64(l.MaxWaitMs)))},
+			{"client connections to PgBouncer, at most: replicas × (Workers + 2)", strconv.Itoa(clientConns)},
+			{"PostgreSQL max_connections", strconv.Itoa(raw.MaxConnections)},
+			{"samples", fmtInt(int64(l.Samples))},
+		},
+	}
+	hang := Table{
+		Caption: "Hang-ups through PgBouncer, `GET /orgs/1/report?sleep=30` on replica 2:",
+		Header:  []string{"request id", "all 4 statements active after (ms)", "none active after the hang-up (ms)"},
+	}
+	var gone []float64
+	for _, h := range raw.HangUps {
+		g := float64(h.Gone)
+		if math.IsNaN(g) {
+			g = math.Inf(1)
+		}
+		gone = append(gone, g)
+		hang.Rows = append(hang.Rows, []string{"`" + h.ID + "`", fmtMs(float64(h.Active)), goneCell(h.Gone)})
+	}
+	worst := maxOf(gone)
+
+	s := &Section{
+		Setup: fmt.Sprintf("Three processes of the example app (`examples/dashboard`, built with `go build`), each "+
+			"started as `dashboard -addr 127.0.0.1:0 -db $PGBOUNCER_URL -workers %d`: one reqpool pool of %d Workers per "+
+			"process, each opening the database with `reqpool.OpenPostgres` (lib/pq, sized to Workers + 2 connections), "+
+			"all through one %s in transaction mode in front of %s. %d clients, spread round-robin over the replicas, "+
+			"ask in a closed loop for `GET /orgs/{id}/dashboard` (5 queries) of a random org among %d: %s of warm-up, "+
+			"then %s measured. Meanwhile a sampler reads, every %s, PgBouncer's `SHOW SERVERS` and `SHOW POOLS` on its "+
+			"admin console and, on a direct connection, `pg_stat_activity`: the client backends of the database whose pid "+
+			"is one of PgBouncer's server connections (so that other clients of the same server do not count), and how "+
+			"many of them are active. Then, %s, a client asks replica 2 for a report whose 4 statements sleep "+
+			"30 s, with an `X-Request-ID` of its own; once all 4 are active in `pg_stat_activity` (found by "+
+			"`/*request_id='…'*/` in `query`), it hangs up, and a poller measures how long until none is active. At the "+
+			"end, once the replicas are idle and PgBouncer has no cancel request under way, they stop with SIGTERM. "+
+			"Building the app took %s, starting the three %s.",
+			raw.Workers, raw.Workers, raw.Bouncer, raw.Server, raw.Clients, replicaOrgs, raw.Warm, raw.Duration, samplePeriod,
+			times(len(raw.HangUps)), raw.Build.Round(100*time.Millisecond), raw.Start.Round(10*time.Millisecond)),
+		Tables: []Table{load, hang},
+		Raw:    raw,
+	}
+	s.Goals = []Goal{
+		{
+			Goal: fmt.Sprintf("through PgBouncer, a hang-up's statements leave the server within %s", hangUpGoal),
+			Measured: fmt.Sprintf("worst of %d: %s ms (%s)", len(raw.HangUps), goneCell(jsonFloat(worst)),
+				strings.Join(hang.column(2), ", ")),
+			Met: worst < ms(hangUpGoal),
+			Note: "The cancel goes to PgBouncer, which forwards it to the server connection running the statement: a " +
+				"statement still active past the goal means that a CancelRequest was lost or came too early, and was not chased.",
+		},
+		{
+			Goal: "3 replicas under load: every request answered, at most replicas × Workers statements at once",
+			Measured: fmt.Sprintf("%s of %s failed; peak %d statements active (bound %d)", fmtInt(int64(l.Failed)),
+				fmtInt(int64(l.OK+l.Failed)), l.Active, raw.Replicas*raw.Workers),
+			Met:  l.Failed == 0 && l.Active <= raw.Replicas*raw.Workers,
+			Note: "First error: " + l.FirstErr,
+		},
+	}
+	s.Notes = append(s.Notes, replicasSizing(raw))
+	if l.SampleErr != "" {
+		s.Notes = append(s.Notes, "A sample failed: "+l.SampleErr)
+	}
+	if len(exits) > 0 {
+		s.Notes = append(s.Notes, "**Replicas that did not stop cleanly:** "+strings.Join(exits, "; "))
+	}
+	return s
+}
+
+// replicasSizing is the section's sizing paragraph, with the run's
+// numbers.
+func replicasSizing(raw *replicasRaw) string {
+	l, statements := raw.Load, raw.Replicas*raw.Workers
+	wait := fmt.Sprintf("%d ≤ %d, so they need not wait in PgBouncer for a server connection", statements, raw.DefaultPoolSize)
+	if statements > raw.DefaultPoolSize {
+		wait = fmt.Sprintf("%d > %d, so at full load some wait in PgBouncer for a server connection", statements, raw.DefaultPoolSize)
+	}
+	return fmt.Sprintf("**Sizing.** Each replica's `database/sql` pool holds at most Workers + %d spare = %d connections "+
+		"to PgBouncer, so %d replicas hold at most %d × (%d + %d) = %d client connections. PgBouncer runs their "+
+		"transactions on at most default_pool_size = %d server connections (per database and user; peak seen here: %d), "+
+		"and those are all that PostgreSQL sees of the replicas, against max_connections = %d: more replicas add client "+
+		"connections to PgBouncer, not to the server. At most %d × %d = %d statements of Fanouts run at once, since each "+
+		"replica's pool runs at most Workers (peak seen active: %d); %s (peak cl_waiting %d, maxwait %s ms). With more "+
+		"replicas, keep replicas × Workers ≤ default_pool_size, or transactions queue in PgBouncer, outside reqpool's "+
+		"order and its cancellation of queued work; raise default_pool_size within max_connections, less "+
+		"superuser_reserved_connections and the server's other clients.",
+		reqpool.SpareConns, raw.Workers+reqpool.SpareConns, raw.Replicas, raw.Replicas, raw.Workers, reqpool.SpareConns,
+		raw.Replicas*(raw.Workers+reqpool.SpareConns), raw.DefaultPoolSize, l.ServerConns, raw.MaxConnections,
+		raw.Replicas, raw.Workers, statements, l.Active, wait, l.ClWaiting, fmtMs(float64(l.MaxWaitMs)))
+}
+
+// perReplica formats counts as "2,320 / 2,282 / 2,196".
+func perReplica(counts []int) string {
+	var parts []string
+	for _, n := range counts {
+		parts = append(parts, fmtInt(int64(n)))
+	}
+	return strings.Join(parts, " / ")
+}
+
+// times formats n as "once", "twice", "3 times".
+func times(n int) string {
+	switch n {
+	case 1:
+		return "once"
+	case 2:
+		return "twice"
+	}
+	return strconv.Itoa(n) + " times"
+}
+
+// goneCell formats the time until a hang-up's statements left the server.
+func goneCell(v jsonFloat) string {
+	if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+		return "still active after 5 s"
+	}
+	return fmtMs(float64(v))
+}
+
+// column returns the cells of column i of t.
+func (t Table) column(i int) []string {
+	var out []string
+	for _, r := range t.Rows {
+		out = append(out, r[i])
+	}
+	return out
+}
