@@ -15,6 +15,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/reqpool/reqpool"
 	"github.com/reqpool/reqpool/examples/dashboard/store"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The report's queries are real aggregates made slow on purpose, so that
@@ -122,38 +123,101 @@ type stats struct {
 }
 
 // app is the dashboard service: its pool, its database and its routes. It
-// does not listen: main serves Handler with an http.Server, and the tests
-// with httptest.
+// does not listen: main serves Handler and DebugHandler with http.Servers,
+// and the tests with httptest.
 type app struct {
 	db      *sqlx.DB
 	pool    *reqpool.Pool
 	log     *slog.Logger
 	handler http.Handler
+	untrace func() // detaches reqotel from the pool; nil without tracing
 }
 
 // newApp returns the service for db and pool; db should come from
 // store.Open for the same pool, which sizes its connection pool to the
-// pool's Workers. Call Shutdown when done; db stays the caller's to close.
-func newApp(db *sqlx.DB, pool *reqpool.Pool, log *slog.Logger) *app {
+// pool's Workers. With a TracerProvider tp, each request gets a server span
+// (otelhttp) and each of its queries a reqpool.query span under it
+// (reqotel); with nil, nothing is traced. Make one app per pool: its
+// metrics attach to the pool for the pool's life. Call Shutdown when done;
+// db and tp stay the caller's to close.
+func newApp(db *sqlx.DB, pool *reqpool.Pool, log *slog.Logger, tp trace.TracerProvider) (*app, error) {
 	a := &app{db: db, pool: pool, log: log}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /orgs/{id}/dashboard", a.dashboard)
 	mux.HandleFunc("GET /orgs/{id}/report", a.report)
 	mux.HandleFunc("GET /stats", a.stats)
 	mux.HandleFunc("GET /healthz", a.healthz)
-	a.handler = reqpool.Middleware(pool)(mux)
-	return a
+	routes := reqpool.Middleware(pool)(nameSpan(mux))
+	if tp != nil {
+		var err error
+		if routes, a.untrace, err = traced(pool, routes, tp); err != nil {
+			return nil, err
+		}
+	}
+	metrics := metricsHandler(pool, db.DB, log)
+	// /metrics stays outside reqpool.Middleware and otelhttp: a scrape is
+	// no request of the service, gets no request id, no Server-Timing and
+	// no span. Everything else, unknown paths included, goes through them.
+	a.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			metrics.ServeHTTP(w, r)
+			return
+		}
+		routes.ServeHTTP(w, r)
+	})
+	return a, nil
 }
 
-// Handler returns the service's HTTP handler: every route, behind
-// reqpool.Middleware.
+// Handler returns the service's HTTP handler, for the public listener:
+// GET /metrics, and every other route behind reqpool.Middleware (and
+// otelhttp, when tracing).
 func (a *app) Handler() http.Handler { return a.handler }
+
+// DebugHandler returns the handler for the internal listener:
+// /debug/reqpool, the pool's live page (?format=json for JSON). The page
+// shows request ids, which clients choose, and what every request is doing,
+// so it must not be served publicly. The first call attaches the page's
+// Observer to the pool for the pool's life, so that its distributions cover
+// the queries from then on: call it at start-up, and only when serving it.
+func (a *app) DebugHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/debug/reqpool", a.pool.DebugHandler())
+	return mux
+}
 
 // Shutdown closes the pool once its admitted queries are done, or cancels
 // them when ctx ends first; see reqpool.Pool.Shutdown. Shut the HTTP server
-// down first, so that no handler is left to fan out.
+// down first, so that no handler is left to fan out. When ctx ends first,
+// Shutdown then gives the cancelled queries up to drainTimeout to end, and
+// their handlers to return, before it returns ctx's error: lib/pq takes a
+// few milliseconds to cancel a statement, and in that time the handlers
+// answer 503 and, with tracing, the queries' spans are recorded. Last, it
+// detaches reqotel from the pool; the TracerProvider stays the caller's to
+// shut down, which writes the spans it still holds.
 func (a *app) Shutdown(ctx context.Context) error {
-	return a.pool.Shutdown(ctx)
+	err := a.pool.Shutdown(ctx)
+	if err != nil {
+		a.drain(drainTimeout)
+	}
+	if a.untrace != nil {
+		a.untrace()
+	}
+	return err
+}
+
+// drainTimeout bounds the wait of Shutdown for the queries it cancelled.
+const drainTimeout = time.Second
+
+// drain waits until no query of the pool runs and no request holds a
+// handle, or until timeout has passed.
+func (a *app) drain(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if s := a.pool.Stats(); (s.Running == 0 && s.Requests == 0) || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // dashboard answers GET /orgs/{id}/dashboard: the org, its user count, its

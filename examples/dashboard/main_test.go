@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,15 +11,22 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/reqpool/reqpool"
 	"github.com/reqpool/reqpool/examples/dashboard/store"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 )
 
@@ -27,8 +35,9 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testConfig is the pool the tests run the app with: small, so that the
-// concurrency test queues, yet wide enough for the report's 4 queries.
-var testConfig = reqpool.Config{Workers: 4}
+// concurrency test queues, yet wide enough for the report's 4 queries; with
+// Server-Timing, as main has it by default.
+var testConfig = reqpool.Config{Workers: 4, ServerTiming: true}
 
 var (
 	schemaOnce sync.Once
@@ -86,11 +95,22 @@ func monitorDB(t *testing.T) *sqlx.DB {
 // the pool shut down and checked idle, and the database handle closed.
 func startApp(t *testing.T) (*app, *httptest.Server) {
 	t.Helper()
+	return startTracedApp(t, nil)
+}
+
+// startTracedApp is startApp with tp as newApp's TracerProvider: nil for no
+// tracing.
+func startTracedApp(t *testing.T, tp trace.TracerProvider) (*app, *httptest.Server) {
+	t.Helper()
 	pool, err := reqpool.New(testConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := newApp(testDB(t, pool), pool, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	a, err := newApp(testDB(t, pool), pool, slog.New(slog.NewTextHandler(t.Output(), nil)), tp)
+	if err != nil {
+		pool.Shutdown(context.Background())
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(func() {
 		srv.Close() // also closes the idle connections of srv.Client()
@@ -448,6 +468,371 @@ func TestQueriesAreTagged(t *testing.T) {
 		}
 		if n := len(q) + 1 + len(tag); n >= trackActivityQuerySize {
 			t.Errorf("%s is %d bytes tagged: pg_stat_activity would cut the tag off at %d", name, n, trackActivityQuerySize-1)
+		}
+	}
+}
+
+// TestMetrics scrapes /metrics after one dashboard: the pool's 5 queries,
+// their queue-wait histogram, and the database, Go and process collectors.
+// The scrape itself passes outside reqpool.Middleware.
+func TestMetrics(t *testing.T) {
+	_, srv := startApp(t)
+	var d store.Dashboard
+	getJSON(t, srv, "/orgs/1/dashboard", "", &d)
+
+	resp, body := get(t, srv, "/metrics", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s: %s", resp.Status, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("GET /metrics: Content-Type %q, want Prometheus' text format", ct)
+	}
+	if id, st := resp.Header.Get(reqpool.RequestIDHeader), resp.Header.Get("Server-Timing"); id != "" || st != "" {
+		t.Errorf("GET /metrics: X-Request-ID %q, Server-Timing %q; want neither: it is no request of the pool", id, st)
+	}
+	if !strings.Contains(string(body), "reqpool_queue_wait_seconds_bucket{") {
+		t.Errorf("no reqpool_queue_wait_seconds_bucket in /metrics:\n%s", body)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("parse /metrics: %v\n%s", err, body)
+	}
+
+	// value returns the value of the counter, gauge or histogram (its
+	// count) name whose labels include want, and whether there is one.
+	value := func(name string, want map[string]string) (float64, bool) {
+		mf := families[name]
+		if mf == nil {
+			return 0, false
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if v, ok := want[l.GetName()]; ok && v != l.GetValue() {
+					continue metrics
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue(), true
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue(), true
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount()), true
+			}
+		}
+		return 0, false
+	}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"reqpool_workers", nil, float64(testConfig.Workers)},
+		{"reqpool_queries_total", map[string]string{"outcome": "ok"}, 5},
+		{"reqpool_queries_total", map[string]string{"outcome": "error"}, 0},
+		{"reqpool_queries_total", map[string]string{"outcome": "dropped"}, 0},
+		{"reqpool_rejected_total", map[string]string{"reason": "queue_full"}, 0},
+		{"reqpool_queue_wait_seconds", nil, 5},
+		{"reqpool_query_duration_seconds", nil, 5},
+		{"reqpool_requests_active", nil, 0},
+		{"go_sql_max_open_connections", map[string]string{"db_name": "dashboard"}, float64(testConfig.Workers + reqpool.SpareConns)},
+	} {
+		if got, ok := value(c.name, c.labels); !ok || got != c.want {
+			t.Errorf("%s%v = %v (found: %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+	for _, name := range []string{"go_goroutines", "process_cpu_seconds_total"} {
+		if _, ok := value(name, nil); !ok {
+			t.Errorf("no %s in /metrics", name)
+		}
+	}
+}
+
+// debugPage is the part of /debug/reqpool?format=json that the test reads.
+type debugPage struct {
+	Config reqpool.Config `json:"config"`
+	Stats  reqpool.Stats  `json:"stats"`
+	Window struct {
+		Queries int `json:"queries"`
+	} `json:"window"`
+	QueueWait struct {
+		P99 *float64 `json:"p99_seconds"`
+	} `json:"queue_wait"`
+}
+
+// TestDebugPage serves DebugHandler as main does on its internal listener,
+// and reads the page after one dashboard. The public handler does not serve
+// it.
+func TestDebugPage(t *testing.T) {
+	a, srv := startApp(t)
+	debug := httptest.NewServer(a.DebugHandler())
+	t.Cleanup(debug.Close) // before startApp's cleanup shuts the pool down
+	var d store.Dashboard
+	getJSON(t, srv, "/orgs/1/dashboard", "", &d)
+
+	var page debugPage
+	resp, body := get(t, debug, "/debug/reqpool?format=json", "")
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("GET /debug/reqpool?format=json: %s, Content-Type %q; want 200 and JSON: %s", resp.Status, ct, body)
+	}
+	if err := json.Unmarshal(body, &page); err != nil {
+		t.Fatalf("GET /debug/reqpool?format=json: decode %s: %v", body, err)
+	}
+	if page.Config.Workers != testConfig.Workers || !page.Config.ServerTiming {
+		t.Errorf("config %+v, want Workers %d and ServerTiming", page.Config, testConfig.Workers)
+	}
+	if s := page.Stats; s.Workers != testConfig.Workers || s.Submitted != 5 || s.Completed != 5 || s.Failed != 0 || s.Requests != 0 {
+		t.Errorf("stats %+v, want 5 queries submitted and completed, and no live request", s)
+	}
+	if page.Window.Queries != 5 || page.QueueWait.P99 == nil {
+		t.Errorf("window of %d queries, queue wait p99 %v; want 5 queries and a p99", page.Window.Queries, page.QueueWait.P99)
+	}
+
+	resp, body = get(t, debug, "/debug/reqpool", "")
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/html") {
+		t.Errorf("GET /debug/reqpool: %s, Content-Type %q; want 200 and HTML", resp.Status, ct)
+	}
+	if !strings.Contains(string(body), "reqpool") {
+		t.Errorf("GET /debug/reqpool: a page without reqpool in it:\n%s", body)
+	}
+	if resp, _ := get(t, srv, "/debug/reqpool", ""); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /debug/reqpool on the public listener: %s, want 404", resp.Status)
+	}
+}
+
+// serverTimingRE matches the Server-Timing header that reqpool.Middleware
+// adds, and captures its two durations in milliseconds.
+var serverTimingRE = regexp.MustCompile(`^reqpool-wait;dur=([0-9]+\.[0-9]{3}), reqpool-run;dur=([0-9]+\.[0-9]{3})$`)
+
+// TestServerTiming checks the dashboard's Server-Timing: how long its 5
+// queries waited and ran, in all.
+func TestServerTiming(t *testing.T) {
+	_, srv := startApp(t)
+	var d store.Dashboard
+	start := time.Now()
+	resp := getJSON(t, srv, "/orgs/1/dashboard", "", &d)
+	took := time.Since(start)
+
+	st := resp.Header.Get("Server-Timing")
+	m := serverTimingRE.FindStringSubmatch(st)
+	if m == nil {
+		t.Fatalf("Server-Timing %q, want %s", st, serverTimingRE)
+	}
+	wait, _ := strconv.ParseFloat(m[1], 64)
+	run, _ := strconv.ParseFloat(m[2], 64)
+	// Run time is summed over 5 parallel queries: it can exceed the
+	// request's own time, but not 5 times it.
+	if run <= 0 || run > 5*float64(took)/float64(time.Millisecond) || wait < 0 {
+		t.Errorf("Server-Timing %q for a request of %v: want some run time, at most 5x the request's", st, took)
+	}
+	t.Logf("Server-Timing: %s (request took %v)", st, took.Round(10*time.Microsecond))
+}
+
+// TestTracing serves the app with an SDK TracerProvider that exports to
+// memory: a dashboard gives a server span named after its route, and 5
+// reqpool.query spans under it. A traceparent header continues the caller's
+// trace, and /metrics is not traced.
+func TestTracing(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) }) // after the app's cleanup
+	_, srv := startTracedApp(t, tp)
+
+	var d store.Dashboard
+	getJSON(t, srv, "/orgs/1/dashboard", "test-trace-1", &d)
+	server, queries := waitTrace(t, exp)
+	if server.Name != "GET /orgs/{id}/dashboard" || server.Parent.IsValid() {
+		t.Errorf("server span %q with parent %v, want GET /orgs/{id}/dashboard, a root", server.Name, server.Parent.SpanID())
+	}
+	attrs := spanAttrs(server)
+	if attrs["http.route"] != "/orgs/{id}/dashboard" || attrs["http.response.status_code"] != "200" {
+		t.Errorf("server span attributes %v, want http.route /orgs/{id}/dashboard and status 200", attrs)
+	}
+	indexes := map[string]bool{}
+	for _, q := range queries {
+		a := spanAttrs(q)
+		if a["reqpool.request_id"] != "test-trace-1" || a["reqpool.query.outcome"] != "ok" {
+			t.Errorf("query span attributes %v, want request id test-trace-1 and outcome ok", a)
+		}
+		if q.StartTime.Before(server.StartTime) || q.EndTime.After(server.EndTime) {
+			t.Errorf("query span %v to %v outside the request's %v to %v", q.StartTime, q.EndTime, server.StartTime, server.EndTime)
+		}
+		indexes[a["reqpool.query.index"]] = true
+	}
+	if len(indexes) != 5 {
+		t.Errorf("query indexes %v, want 0 to 4", indexes)
+	}
+
+	// The scrape leaves no span.
+	exp.Reset()
+	if resp, body := get(t, srv, "/metrics", ""); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s: %s", resp.Status, body)
+	}
+	if spans := exp.GetSpans(); len(spans) != 0 {
+		t.Errorf("GET /metrics made %d spans, want none: %v", len(spans), spans)
+	}
+
+	// A caller's traceparent: the request's span is its child.
+	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/orgs/2/dashboard", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("traceparent", "00-"+traceID+"-"+parentID+"-01")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	server, _ = waitTrace(t, exp)
+	if got := server.SpanContext.TraceID().String(); got != traceID || server.Parent.SpanID().String() != parentID || !server.Parent.IsRemote() {
+		t.Errorf("span in trace %s under %v, want trace %s under the remote %s", got, server.Parent.SpanID(), traceID, parentID)
+	}
+}
+
+// waitTrace waits up to 5 s for exp to hold a server span and the 5
+// reqpool.query spans under it, and returns them. The server span ends as
+// the handler returns, which can be after the client has its answer.
+func waitTrace(t *testing.T, exp *tracetest.InMemoryExporter) (server tracetest.SpanStub, queries []tracetest.SpanStub) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		spans := exp.GetSpans()
+		var servers []tracetest.SpanStub
+		for _, s := range spans {
+			if s.SpanKind == trace.SpanKindServer {
+				servers = append(servers, s)
+			}
+		}
+		if len(servers) == 1 {
+			server, queries = servers[0], nil
+			for _, s := range spans {
+				if s.Name == "reqpool.query" && s.Parent.SpanID() == server.SpanContext.SpanID() && s.Parent.TraceID() == server.SpanContext.TraceID() {
+					queries = append(queries, s)
+				}
+			}
+			if len(queries) == 5 && len(spans) == 6 {
+				exp.Reset()
+				return server, queries
+			}
+		}
+		if len(servers) > 1 || time.Now().After(deadline) {
+			var names []string
+			for _, s := range spans {
+				names = append(names, fmt.Sprintf("%s (%s, parent %s)", s.Name, s.SpanKind, s.Parent.SpanID()))
+			}
+			t.Fatalf("want one server span and 5 reqpool.query spans under it, got %d spans: %s", len(spans), strings.Join(names, "; "))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// spanAttrs returns s's attributes as strings, by key.
+func spanAttrs(s tracetest.SpanStub) map[string]string {
+	m := make(map[string]string, len(s.Attributes))
+	for _, kv := range s.Attributes {
+		m[string(kv.Key)] = kv.Value.String()
+	}
+	return m
+}
+
+// TestListen serves an app as run does, on its two listeners: the
+// endpoints and /metrics on the main one, /debug/reqpool on the internal one
+// only. With no debug address there is one listener.
+func TestListen(t *testing.T) {
+	a, _ := startApp(t)
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	servers, err := listen(a, log, "127.0.0.1:0", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(servers) != 2 || servers[0].url == servers[1].url || !strings.HasPrefix(servers[1].url, "http://127.0.0.1:") {
+		t.Fatalf("servers at %v, want two on loopback", servers)
+	}
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() { s.Serve(s.ln) })
+	}
+	defer func() {
+		for _, s := range servers {
+			s.Close()
+		}
+		wg.Wait()
+	}()
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	status := func(url string) int {
+		t.Helper()
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		url  string
+		want int
+	}{
+		{servers[0].url + "/orgs/1/dashboard", http.StatusOK},
+		{servers[0].url + "/metrics", http.StatusOK},
+		{servers[0].url + "/debug/reqpool", http.StatusNotFound},
+		{servers[1].url + "/debug/reqpool", http.StatusOK},
+		{servers[1].url + "/debug/reqpool?format=json", http.StatusOK},
+		{servers[1].url + "/metrics", http.StatusNotFound},
+	} {
+		if got := status(c.url); got != c.want {
+			t.Errorf("GET %s: %d, want %d", c.url, got, c.want)
+		}
+	}
+	if strings.Contains(logs.String(), "not on loopback") {
+		t.Errorf("a warning for a debug listener on loopback: %s", logs.String())
+	}
+
+	one, err := listen(a, log, "127.0.0.1:0", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	one[0].ln.Close()
+	if len(one) != 1 {
+		t.Errorf("%d listeners with -debug-addr '', want 1", len(one))
+	}
+}
+
+// TestBanner checks the banner's lines for each setting: the first line,
+// which the benchmarks look for, the debug page's URLs, the Server-Timing
+// line, the tracing note, and the psql query.
+func TestBanner(t *testing.T) {
+	for _, b := range []banner{
+		{URL: "http://127.0.0.1:8080", DebugURL: "http://127.0.0.1:41379", Workers: 16, ServerTiming: true, Trace: true, PSQL: "'postgres://u@h/db'"},
+		{URL: "http://127.0.0.1:8080", Workers: 4, PSQL: `"$DATABASE_URL"`},
+	} {
+		var buf strings.Builder
+		printBanner(&buf, b)
+		out := buf.String()
+		t.Logf("banner for %+v:\n%s", b, out)
+		for want, present := range map[string]bool{
+			fmt.Sprintf("dashboard listening on %s (%d workers)\n", b.URL, b.Workers): true,
+			"curl -s " + b.URL + "/orgs/1/dashboard\n":                                true,
+			"curl -s " + b.URL + "/metrics | grep '^reqpool_'":                        true,
+			"curl -si " + b.URL + "/orgs/1/dashboard | grep -i '^server-timing'":      b.ServerTiming,
+			b.DebugURL + "/debug/reqpool ":                                            b.DebugURL != "",
+			"curl -s '" + b.DebugURL + "/debug/reqpool?format=json'\n":                b.DebugURL != "",
+			"Traces: ":              b.Trace,
+			"psql " + b.PSQL + "\n": true,
+			"query like '%request_id%' and pid <> pg_backend_pid() \\watch 0.5\n": true,
+		} {
+			if strings.Contains(out, want) != present {
+				t.Errorf("banner has %q: %v, want %v", want, !present, present)
+			}
+		}
+		if !strings.HasPrefix(out, "dashboard listening on ") {
+			t.Errorf("banner does not start with its URL line")
 		}
 	}
 }
