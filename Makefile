@@ -10,6 +10,8 @@ GO ?= go
 # error, not a module skipped.
 MODULES := . reqpgx reqprom reqotel compat examples/dashboard benchmarks
 DEMO_ADDR ?= 127.0.0.1:8080
+# More flags for the demo app, e.g. make demo DEMO_ARGS=-trace
+DEMO_ARGS ?=
 # The demo's binary, which .gitignore ignores.
 DEMO_BIN := examples/dashboard/dashboard
 
@@ -70,7 +72,7 @@ demo:
 	@echo "building $(DEMO_BIN) (about 25 s the first time)..."
 	@cd examples/dashboard && $(GO) build -o dashboard .
 	@echo "starting the demo on a throwaway PostgreSQL; it seeds an empty database first (about 8 s)..."
-	@run='scripts/with-postgres.sh --for demo $(DEMO_BIN) -addr $(DEMO_ADDR)'; \
+	@run='scripts/with-postgres.sh --for demo $(DEMO_BIN) -addr $(DEMO_ADDR) $(DEMO_ARGS)'; \
 	if [ -t 0 ]; then bash -m -c "$$run"; else sh -c "$$run"; fi
 
 fuzz:
