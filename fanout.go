@@ -75,7 +75,7 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 		parent = nil // another pool's: no slot to borrow
 	}
 
-	g := &group{sched: s, queries: queries}
+	g := &group{sched: s, parent: parent, queries: queries}
 	if obs != nil {
 		g.obs, g.reqID, g.admitted = obs, h.id, now()
 	}
@@ -108,9 +108,10 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	case lent:
 		parent.lent++
 		first, kind = s.start(g, false), lentSlot
-	case s.slots < s.workers && g.req.index >= 0:
-		// A slot is free, so nothing else is ready (the pool is
-		// work-conserving): the caller runs its own first query.
+	case s.slots < s.workers && s.spawning == 0 && s.ready.Len() > 0 && s.ready[0] == g.req && g.req.queuedGroups.head == g:
+		// A slot is free and no helper is on its way to it, so nothing else
+		// is ready (the pool is work-conserving), and g's query comes first:
+		// the caller runs it itself.
 		s.slots++
 		first = s.start(g, true)
 	}
@@ -150,9 +151,7 @@ func (s *sched) wait(g *group) error {
 	if err == nil && dropped {
 		// Dropped because g's context ended: its cause says why (ErrClosed
 		// from a Shutdown out of time, or plain ctx.Err()).
-		if err = context.Cause(g); err == nil {
-			err = ErrClosed
-		}
+		err = context.Cause(g)
 	}
 	return err
 }

@@ -57,7 +57,7 @@ func ErrorStatus(r *http.Request, err error) int {
 	switch {
 	case err == nil, errors.Is(err, http.ErrAbortHandler):
 		return 0
-	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrClosed), errors.Is(err, ErrDBUnavailable), errors.Is(cause, ErrClosed):
+	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrClosed), errors.Is(err, ErrDBUnavailable):
 		return http.StatusServiceUnavailable
 	case errors.Is(cause, context.DeadlineExceeded):
 		// The request's own deadline: whoever set it answers it.

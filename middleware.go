@@ -44,7 +44,11 @@ func Middleware(p *Pool) func(http.Handler) http.Handler {
 			w.Header()[canonicalRequestIDHeader] = h.hdr[:]
 			if p.cfg.ServerTiming {
 				h.timing = new(serverTiming)
-				w = &timingWriter{ResponseWriter: w, t: h.timing}
+				tw := &timingWriter{ResponseWriter: w, t: h.timing}
+				// A handler that writes nothing is answered by net/http
+				// after it returns: stamp the header then.
+				defer tw.stamp()
+				w = tw
 			}
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})

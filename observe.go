@@ -3,6 +3,7 @@ package reqpool
 import (
 	"context"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -10,8 +11,9 @@ import (
 // Fanout was refused; attach one with Pool.Observe. reqprom (Prometheus),
 // reqotel (OpenTelemetry) and Pool.DebugHandler are Observers.
 //
-// Its methods are called on the goroutine that ran the query or made the
-// refused Fanout, outside the pool's lock, concurrently with each other:
+// Its methods are called on the goroutine that ran the query, or made the
+// Fanout (for its refusal, and for its dropped queries, once it has its
+// outcome), outside the pool's lock, concurrently with each other:
 // they must be safe for concurrent use and return quickly. A pool with no
 // Observer attached reads no clock for them.
 type Observer interface {
@@ -114,16 +116,22 @@ func (r RefusalReason) String() string {
 // their own calls (see BenchmarkObserve); with none attached, a Fanout pays
 // one atomic load.
 func (p *Pool) Observe(o Observer) (detach func()) {
-	p.editObservers(func(os []Observer) []Observer { return append(os, o) })
+	e := &observerEntry{o}
+	p.editObservers(func(os []Observer) []Observer { return append(os, e) })
+	var once sync.Once
 	return func() {
-		p.editObservers(func(os []Observer) []Observer {
-			if i := slices.Index(os, o); i >= 0 {
-				return slices.Delete(os, i, i+1)
-			}
-			return os
+		once.Do(func() {
+			p.editObservers(func(os []Observer) []Observer {
+				return slices.DeleteFunc(os, func(x Observer) bool { return x == Observer(e) })
+			})
 		})
 	}
 }
+
+// observerEntry is one attachment of an Observer: a pointer, so that
+// detaching removes this attachment alone, compares whatever the Observer's
+// type, and the same Observer may be attached twice.
+type observerEntry struct{ Observer }
 
 // editObservers replaces p's observers with edit's result on a copy, so
 // that a Fanout reads them with one atomic load and no lock.

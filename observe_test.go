@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -117,5 +118,33 @@ func TestObserve(t *testing.T) {
 		if s == "unknown" {
 			t.Error("a named value prints as unknown")
 		}
+	}
+}
+
+// funcObserver is an Observer of a non-comparable type.
+type funcObserver func(QueryRecord)
+
+func (f funcObserver) QueryDone(_ context.Context, rec QueryRecord) { f(rec) }
+func (f funcObserver) Refused(context.Context, Refusal)             {}
+
+// TestObserveDetach: detaching an Observer of any type removes that
+// attachment alone, once, however often it is called.
+func TestObserveDetach(t *testing.T) {
+	p := newPool(t, Config{})
+	var a, b atomic.Int32
+	detachA := p.Observe(funcObserver(func(QueryRecord) { a.Add(1) }))
+	p.Observe(funcObserver(func(QueryRecord) { b.Add(1) }))
+	var rec recorder
+	detach1 := p.Observe(&rec)
+	p.Observe(&rec) // the same observer twice
+	detachA()
+	detachA()
+	detach1()
+	ctx := handleCtx(t, p)
+	if err := Fanout(ctx, sleep(0)); err != nil {
+		t.Fatal(err)
+	}
+	if a.Load() != 0 || b.Load() != 1 || len(rec.queries) != 1 {
+		t.Errorf("after detaching: a told %d, b %d, rec %d times; want 0, 1, 1", a.Load(), b.Load(), len(rec.queries))
 	}
 }

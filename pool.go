@@ -3,6 +3,7 @@ package reqpool
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 )
@@ -83,6 +84,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.QueueSize == 0 {
 		c.QueueSize = DefaultQueueSize
 	}
+	if c.QueueSize > math.MaxInt32-c.Workers {
+		return c, fmt.Errorf("%w: Workers+QueueSize is %d+%d, above %d", ErrInvalidConfig, c.Workers, c.QueueSize, math.MaxInt32)
+	}
 	if c.MaxFanout == 0 {
 		c.MaxFanout = min(DefaultMaxFanout, c.Workers+c.QueueSize)
 	}
@@ -128,8 +132,8 @@ func (c Config) withDefaults() (Config, error) {
 // most QueueSize queries. So a Fanout of n queries, alone on its handle, is
 // done once at most n×Workers + QueueSize + n + Workers queries have
 // completed after its admission, however many requests keep arriving
-// (TestNoStarvation checks this bound). Ties go to the request created
-// first. Within a request, its Fanout calls run in the order they were made,
+// (TestNoStarvation checks this bound). Ties go to the request registered
+// first (at its first Fanout). Within a request, its Fanout calls run in the order they were made,
 // and a call's queries in argument order.
 //
 // The scheduler's invariants are stated beside its fields, in sched.go.
@@ -162,7 +166,7 @@ func (p *Pool) Config() Config { return p.cfg }
 // cumulative counters since New.
 type Stats struct {
 	Workers  int // Config.Workers
-	Running  int // queries executing now
+	Running  int // queries executing now in slots of their own (not nested ones in a borrowed slot)
 	Queued   int // queries admitted and waiting to start
 	Requests int // live handles that have fanned out: not yet released, and registered by a Fanout
 

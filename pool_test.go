@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		{MaxFanout: -1},
 		{RetryAfter: -time.Second},
 		{Workers: 2, QueueSize: 3, MaxFanout: 6},
+		{QueueSize: math.MaxInt}, // Workers+QueueSize would overflow
 	} {
 		p, err := New(cfg)
 		if !errors.Is(err, ErrInvalidConfig) || p != nil {
@@ -477,5 +479,28 @@ func TestShutdownKeepsItsDeadline(t *testing.T) {
 	release()
 	if s := p.Stats(); s.Running != 0 || s.Requests != 0 {
 		t.Errorf("after the query returned: %+v", s)
+	}
+}
+
+// TestConcurrentNestedFanouts: a query that makes two nested Fanouts at
+// once (an errgroup of its own, say) completes, with one worker and with the
+// request at its PerRequest cap: one nested caller borrows the query's slot,
+// and serves the other's queries in it before giving it back.
+func TestConcurrentNestedFanouts(t *testing.T) {
+	for _, cfg := range []Config{{Workers: 1}, {Workers: 8, PerRequest: 1}} {
+		p := newPool(t, cfg)
+		ctx := handleCtx(t, p)
+		var leaves atomic.Int32
+		leaf := Func(func(context.Context) error { leaves.Add(1); return nil })
+		err := Fanout(ctx, Func(func(qctx context.Context) error {
+			errs := make(chan error, 2)
+			for range 2 {
+				go func() { errs <- Fanout(qctx, leaf, leaf, leaf) }()
+			}
+			return errors.Join(<-errs, <-errs)
+		}))
+		if err != nil || leaves.Load() != 6 {
+			t.Errorf("%+v: Fanout = %v with %d of 6 leaves run", cfg, err, leaves.Load())
+		}
 	}
 }

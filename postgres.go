@@ -141,8 +141,9 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 // pqDialer is the dialer of one lib/pq connection. Its dials before
 // connected are connection attempts; the first dial after that is lib/pq
 // sending a CancelRequest for a statement whose context ended, and starts
-// the chase. lib/pq marks a connection bad once it has cancelled on it, so
-// there is one chase at most.
+// the chase. lib/pq marks a connection bad once it has cancelled a
+// statement on it (but not a prepared statement's: see doc.go), so there
+// is one chase at most.
 type pqDialer struct {
 	net.Dialer
 	gate *pgwire.Gate // runs the chase
@@ -180,9 +181,10 @@ func (d *pqDialer) DialContext(ctx context.Context, network, address string) (ne
 	case !d.chased:
 		d.chased = true
 		conn := d.conn
-		d.gate.Go(func() { pgwire.Chase(conn.closed, d.cancel, func() { conn.Close() }) })
+		d.gate.Chase(conn.closed, d.cancel, func() { conn.Close() })
 	}
-	return c, nil
+	// lib/pq's own CancelRequest: DB.Close waits for its socket to close too.
+	return &closeConn{Conn: c, closed: make(chan struct{}), after: d.gate.Hold()}, nil
 }
 
 // connected arms the chase for conn, the connection just opened through d.
@@ -229,10 +231,16 @@ type closeConn struct {
 	network, address string // as dialled
 	once             sync.Once
 	closed           chan struct{}
+	after            func() // if not nil, called once closed
 }
 
 func (c *closeConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { close(c.closed) })
+	c.once.Do(func() {
+		close(c.closed)
+		if c.after != nil {
+			c.after()
+		}
+	})
 	return err
 }

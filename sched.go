@@ -25,7 +25,7 @@ import (
 //     their perRequest cap, ordered by key, then by seq.
 //   - queued is the sum of the requests' queued counts, and a request's
 //     queued count is the sum of the unstarted queries of its groups, which
-//     are the groups on its list.
+//     are the groups on its queuedGroups list.
 //   - A group whose context is done never starts another query: pop drops it.
 type sched struct {
 	workers, queueSize, perRequest int // Config's, after defaults; read-only
@@ -71,6 +71,7 @@ type group struct {
 	cancel  context.CancelCauseFunc
 	sched   *sched   // the scheduler that admitted it
 	req     *request // the request it belongs to
+	parent  *group   // for a nested Fanout, the group of the query that made it
 	queries []Query
 
 	// For observers (see observe.go); obs is nil when there are none, and
@@ -365,6 +366,7 @@ func (s *sched) help() {
 // queries are dropped.
 func (s *sched) run(kind slotKind, g *group, i int, parent *group) {
 	counted := kind != lentSlot
+	own := g // the caller's own group, unless a helper
 	done := false
 	var started time.Time // of query i, for observers
 	defer func() {
@@ -373,7 +375,7 @@ func (s *sched) run(kind slotKind, g *group, i int, parent *group) {
 			s.mu.Lock()
 			s.finish(g, i, errGoexit, counted)
 			if kind != helperSlot {
-				s.drop(g)
+				s.drop(own)
 			}
 			s.giveBack(kind, parent)
 			s.mu.Unlock()
@@ -390,11 +392,27 @@ func (s *sched) run(kind slotKind, g *group, i int, parent *group) {
 		s.mu.Lock()
 		s.finish(g, i, err, counted)
 		if kind == helperSlot {
+			prev := g
 			if g, i = s.pop(); g != nil {
 				s.wake()
+				if g != prev {
+					// Another Fanout's query, perhaps admitted after the
+					// clock read above: it starts now.
+					started = time.Time{}
+				}
 			}
 		} else {
 			i = s.nextOwn(g, counted)
+			if i < 0 && kind == lentSlot {
+				// Other nested Fanouts of the same parent query, which could
+				// not borrow this slot, wait for it: serve them in it before
+				// giving it back, or they would wait for a slot that the
+				// parent holds while it waits for them (with one worker, or
+				// with the request at its PerRequest cap, forever).
+				if next := s.lentNext(g.req, parent); next != nil {
+					g, i, started = next, s.start(next, false), time.Time{}
+				}
+			}
 		}
 		if g == nil || i < 0 {
 			s.giveBack(kind, parent)
@@ -404,6 +422,23 @@ func (s *sched) run(kind slotKind, g *group, i int, parent *group) {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// lentNext returns the oldest queued group of r that is a nested Fanout of
+// parent, dropping on the way those whose context is done, or nil. Callers
+// hold mu.
+func (s *sched) lentNext(r *request, parent *group) *group {
+	for x := r.queuedGroups.head; x != nil; {
+		next := x.links[queuedList].next
+		if x.parent == parent {
+			if x.Err() == nil {
+				return x
+			}
+			s.drop(x)
+		}
+		x = next
+	}
+	return nil
 }
 
 // giveBack gives up the slot a loop of kind held. Callers hold mu.

@@ -114,11 +114,18 @@ func (h *chaser) HandleCancel(context.Context) {
 	done := make(chan struct{})
 	h.done = done
 	h.gate.Go(h.cancel)
-	h.gate.Go(func() { pgwire.Chase(done, h.cancel, h.cutOff) })
+	h.gate.Chase(done, h.cancel, h.cutOff)
 }
 
-// HandleUnwatchAfterCancel implements ctxwatch.Handler.
-func (h *chaser) HandleUnwatchAfterCancel() { close(h.done) }
+// HandleUnwatchAfterCancel implements ctxwatch.Handler. It also closes the
+// socket: database/sql resets (and so discards, see discardCancelled) only
+// connections it takes from its pool, not one held as a *sql.Conn or
+// *sql.Tx, where a CancelRequest still on its way could otherwise reach the
+// next statement.
+func (h *chaser) HandleUnwatchAfterCancel() {
+	close(h.done)
+	h.pc.Conn().Close()
+}
 
 func (h *chaser) cancel() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

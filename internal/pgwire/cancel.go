@@ -33,36 +33,41 @@ const (
 	cancelTimeout = time.Second
 )
 
-// Chase keeps a statement whose context has ended from running on: it calls
-// cancel every RetryCancel until done is closed (the statement ended). If
-// the statement is still running after CutOff, it calls cutOff, which must
-// close the client's connection, and cancels AfterCutOff more times. Chase
-// returns within CutOff + (AfterCutOff+1) × RetryCancel; run it on a
-// goroutine of its own. The driver has sent the first CancelRequest already.
+// Chase keeps a statement whose context has ended from running on: on a
+// goroutine of the gate's, it calls cancel every RetryCancel until done is
+// closed (the statement ended). If the statement is still running after
+// CutOff, it calls cutOff, which must close the client's connection, and
+// cancels AfterCutOff more times. Each cancel runs on a goroutine of its
+// own, so that a cancel that hangs (an unreachable server, which is when
+// the cut-off matters) delays neither the next one nor the cut-off; the
+// chase itself ends within CutOff + AfterCutOff × RetryCancel. The driver
+// has sent the first CancelRequest already, or sends it beside Chase.
 //
 // The connection must be discarded afterwards, never reused: a CancelRequest
 // still on its way when the statement ended could otherwise cancel the next
 // statement on it.
-func Chase(done <-chan struct{}, cancel, cutOff func()) {
-	tick := time.NewTicker(RetryCancel)
-	defer tick.Stop()
-	deadline := time.NewTimer(CutOff)
-	defer deadline.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-tick.C:
-			cancel()
-		case <-deadline.C:
-			cutOff()
-			for range AfterCutOff {
-				<-tick.C
-				cancel()
+func (g *Gate) Chase(done <-chan struct{}, cancel, cutOff func()) {
+	g.Go(func() {
+		tick := time.NewTicker(RetryCancel)
+		defer tick.Stop()
+		deadline := time.NewTimer(CutOff)
+		defer deadline.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				g.Go(cancel)
+			case <-deadline.C:
+				cutOff()
+				for range AfterCutOff {
+					<-tick.C
+					g.Go(cancel)
+				}
+				return
 			}
-			return
 		}
-	}
+	})
 }
 
 // cancelRequestCode is the CancelRequest message's code (1234 << 16 | 5678).

@@ -32,33 +32,69 @@ const RetryInterval = 250 * time.Millisecond
 // closes after a failure, and the first success opens it again.
 //
 // The openers also run the cancels and chases of their connections through
-// Go, so that Close, which database/sql calls from DB.Close, returns only
-// once none of them is in flight: PgBouncer before 1.19 exits when a client
-// disconnects while its CancelRequest is being passed on (pgbouncer#801), as
-// the client of a process that exits right after DB.Close would.
+// the gate (Go, Hold, Chase), so that Close, which database/sql calls from
+// DB.Close, returns only once none of them is in flight, those started while
+// it waits included: PgBouncer before 1.19 exits when a client disconnects
+// while its CancelRequest is being passed on (pgbouncer#801), as the client
+// of a process that exits right after DB.Close would. Work started after
+// Close has returned is not waited for.
 type Gate struct {
 	driver.Connector
-	now     func() time.Time // time.Now; a field so that tests can step time
-	cancels sync.WaitGroup   // goroutines started by Go
+	now func() time.Time // time.Now; a field so that tests can step time
 
-	mu      sync.Mutex // protects the fields below
-	failed  time.Time  // when the last attempt failed; zero while healthy
-	lastErr error      // that attempt's error
-	probing bool       // an attempt is under way after a failure
+	mu       sync.Mutex // protects the fields below
+	failed   time.Time  // when the last attempt failed; zero while healthy
+	lastErr  error      // that attempt's error
+	probing  bool       // an attempt is under way after a failure
+	inFlight int        // cancels and chases under way (Go, Hold)
+	idle     sync.Cond  // on mu: broadcast when inFlight drops to 0
 }
 
 // NewGate returns a Gate around c.
-func NewGate(c driver.Connector) *Gate { return &Gate{Connector: c, now: time.Now} }
+func NewGate(c driver.Connector) *Gate {
+	g := &Gate{Connector: c, now: time.Now}
+	g.idle.L = &g.mu
+	return g
+}
+
+// Hold counts one cancel of the gate's connections as under way until the
+// returned function is called (once; later calls do nothing).
+func (g *Gate) Hold() (release func()) {
+	g.mu.Lock()
+	g.inFlight++
+	g.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.mu.Lock()
+			if g.inFlight--; g.inFlight == 0 {
+				g.idle.Broadcast()
+			}
+			g.mu.Unlock()
+		})
+	}
+}
 
 // Go runs f, a cancel or a chase of one of the gate's connections, on a
 // goroutine that Close waits for.
-func (g *Gate) Go(f func()) { g.cancels.Go(f) }
+func (g *Gate) Go(f func()) {
+	release := g.Hold()
+	go func() {
+		defer release()
+		f()
+	}()
+}
 
-// Close waits for the goroutines started by Go, each bounded by Chase's
-// timing, then closes the wrapped connector if it has a Close. It
-// implements io.Closer, which DB.Close calls.
+// Close waits until no cancel or chase started through the gate is under
+// way, each being bounded by Chase's timing, then closes the wrapped
+// connector if it has a Close. It implements io.Closer, which DB.Close
+// calls.
 func (g *Gate) Close() error {
-	g.cancels.Wait()
+	g.mu.Lock()
+	for g.inFlight > 0 {
+		g.idle.Wait()
+	}
+	g.mu.Unlock()
 	if c, ok := g.Connector.(io.Closer); ok {
 		return c.Close()
 	}

@@ -132,3 +132,21 @@ func TestGateCloseWaitsForCancels(t *testing.T) {
 		t.Error("Close returned while a cancel was in flight")
 	}
 }
+
+// TestGateCloseWaitsForLateCancels: a cancel started while Close waits (a
+// statement cancelled as the database closes) is waited for too.
+func TestGateCloseWaitsForLateCancels(t *testing.T) {
+	g := NewGate(nil)
+	first, second := make(chan struct{}), make(chan struct{})
+	var finished atomic.Int32
+	g.Go(func() { <-first; finished.Add(1) })
+	closed := make(chan struct{})
+	go func() { g.Close(); close(closed) }()
+	g.Go(func() { <-second; finished.Add(1) }) // while Close waits, or before
+	close(first)
+	close(second)
+	<-closed
+	if n := finished.Load(); n != 2 {
+		t.Errorf("Close returned with %d of 2 cancels finished", n)
+	}
+}
