@@ -14,7 +14,8 @@
 //	-quick           a smoke run of every scenario with tiny sizes
 //	-scenarios LIST  comma-separated scenario numbers or names (default all)
 //	-reps N          repetitions of the timing scenarios (default 5)
-//	-count N         -count of the overhead benchmarks (default 6)
+//	-count N         samples of each overhead benchmark: runs of its test
+//	                 binary, interleaved (default 6)
 //	-benchtime D     -benchtime of the overhead benchmarks (default 500ms)
 //	-level D         how long each open-loop load level runs (default 12s)
 //	-contenders LIST comma-separated contender names (default all)
@@ -102,7 +103,7 @@ type Options struct {
 	Quick     bool          // tiny sizes: a check that everything runs, not a measurement
 	Scenarios string        // comma-separated IDs or names; empty for all
 	Reps      int           // repetitions of the timing scenarios
-	Count     int           // -count of the overhead benchmarks
+	Count     int           // samples of each overhead benchmark (runs of the test binary)
 	BenchTime string        // -benchtime of the overhead benchmarks
 	Level     time.Duration // duration of each open-loop load level
 	Dir       string        // the benchmarks module's directory, where go test runs
@@ -146,7 +147,7 @@ func main() {
 	flag.BoolVar(&o.Quick, "quick", false, "smoke run: every scenario with tiny sizes")
 	flag.StringVar(&o.Scenarios, "scenarios", "", "comma-separated scenario `numbers or names` (default all)")
 	flag.IntVar(&o.Reps, "reps", 5, "repetitions of the timing scenarios")
-	flag.IntVar(&o.Count, "count", 6, "-count of the overhead benchmarks")
+	flag.IntVar(&o.Count, "count", 6, "samples of each overhead benchmark (interleaved runs of its test binary)")
 	flag.StringVar(&o.BenchTime, "benchtime", "500ms", "-benchtime of the overhead benchmarks")
 	flag.DurationVar(&o.Level, "level", 12*time.Second, "duration of each open-loop load level")
 	flag.BoolVar(&o.Verbose, "v", true, "log progress to stderr")

@@ -298,7 +298,7 @@ func (r *Report) render(b *strings.Builder, dir string) {
 	p("\n")
 
 	p("Machines are noisy. The timing scenarios run every contender %d times, interleaved (each repetition rotates ", r.Options.Reps)
-	p("the order), and report medians over the repetitions; the overhead benchmarks run with `-count %d` and are ", r.Options.Count)
+	p("the order), and report medians over the repetitions; the overhead benchmarks take %d samples of each benchmark and are ", r.Options.Count)
 	p("summarised by their medians and by benchstat. Ratios are to a baseline measured in the same run.\n\n")
 
 	r.renderGoals(p)
