@@ -108,10 +108,10 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	case lent:
 		parent.lent++
 		first, kind = s.start(g, false), lentSlot
-	case s.slots < s.workers && s.spawning == 0 && s.ready.Len() > 0 && s.ready[0] == g.req && g.req.queuedGroups.head == g:
-		// A slot is free and no helper is on its way to it, so nothing else
-		// is ready (the pool is work-conserving), and g's query comes first:
-		// the caller runs it itself.
+	case s.slots < s.workers && s.ready.Len() > 0 && s.ready[0] == g.req && g.req.queuedGroups.head == g:
+		// A slot is free and g's query comes first: the caller runs it
+		// itself. (A helper still starting holds a slot of its own, and
+		// will take the next query.)
 		s.slots++
 		first = s.start(g, true)
 	}
