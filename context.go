@@ -125,9 +125,11 @@ func newRequestID() string {
 	return u.String()
 }
 
-// enter registers h's request with the scheduler, on its first Fanout, or
-// returns context.Canceled once h is released. Callers hold s.mu.
-func (h *Handle) enter(s *sched) error {
+// enter registers h's request with its pool's scheduler, on its first
+// Fanout, or returns context.Canceled once h is released. Callers hold the
+// scheduler's mu.
+func (h *Handle) enter() error {
+	s := h.pool.sched
 	if h.state.Load() == registered {
 		return nil
 	}

@@ -42,8 +42,8 @@ func (s *sched) liveRequests() []liveRequest {
 				return -1
 			}
 			return 1
-		case a.ready && a.key != b.key:
-			return cmp.Compare(a.key, b.key)
+		case a.ready:
+			return compareReady(a.key, a.seq, b.key, b.seq)
 		}
 		return cmp.Compare(a.seq, b.seq)
 	})

@@ -83,7 +83,7 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	defer g.cancel(nil)
 
 	s.mu.Lock()
-	if err := h.enter(s); err != nil {
+	if err := h.enter(); err != nil {
 		s.mu.Unlock()
 		return err
 	}

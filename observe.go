@@ -180,10 +180,15 @@ func (g *group) recordQuery(i int, started time.Time, err error) time.Time {
 	default:
 		rec.Outcome = OutcomeError
 	}
+	g.emit(rec)
+	return rec.Finished
+}
+
+// emit tells each of g's observers of rec.
+func (g *group) emit(rec QueryRecord) {
 	for _, o := range g.obs {
 		o.QueryDone(g, rec)
 	}
-	return rec.Finished
 }
 
 // recordDropped tells g's observers of its dropped queries, once its caller
@@ -193,10 +198,7 @@ func (g *group) recordDropped() {
 		return
 	}
 	for i := g.droppedFrom; i < len(g.queries); i++ {
-		rec := QueryRecord{RequestID: g.reqID, Index: i, Admitted: g.admitted, Finished: g.droppedAt, Outcome: OutcomeDropped}
-		for _, o := range g.obs {
-			o.QueryDone(g, rec)
-		}
+		g.emit(QueryRecord{RequestID: g.reqID, Index: i, Admitted: g.admitted, Finished: g.droppedAt, Outcome: OutcomeDropped})
 	}
 }
 

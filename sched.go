@@ -1,6 +1,7 @@
 package reqpool
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
@@ -518,10 +519,16 @@ type readyHeap []*request
 
 func (h readyHeap) Len() int { return len(h) }
 func (h readyHeap) Less(i, j int) bool {
-	if h[i].key != h[j].key {
-		return h[i].key < h[j].key
+	return compareReady(h[i].key, h[i].seq, h[j].key, h[j].seq) < 0
+}
+
+// compareReady orders two ready requests by key, then seq: the scheduler's
+// order, which Pool.DebugHandler's places follow too.
+func compareReady(keyA, seqA, keyB, seqB uint64) int {
+	if c := cmp.Compare(keyA, keyB); c != 0 {
+		return c
 	}
-	return h[i].seq < h[j].seq
+	return cmp.Compare(seqA, seqB)
 }
 func (h readyHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]

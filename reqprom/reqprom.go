@@ -182,20 +182,19 @@ func (c *collector) QueryDone(_ context.Context, rec reqpool.QueryRecord) {
 	if int(rec.Outcome) >= nOutcomes {
 		return
 	}
-	if rec.Started.IsZero() {
-		w := nanos(rec.Finished.Sub(rec.Admitted))
+	w := nanos(rec.Wait())
+	c.waitSum.Add(w)
+	if rec.Started.IsZero() { // dropped: it never ran
 		c.cells[rec.Outcome][bucket(w)][notRun].Add(1)
-		c.waitSum.Add(w)
 		return
 	}
-	w, r := nanos(rec.Started.Sub(rec.Admitted)), nanos(rec.Finished.Sub(rec.Started))
+	r := nanos(rec.Run())
 	c.cells[rec.Outcome][bucket(w)][bucket(r)].Add(1)
-	c.waitSum.Add(w)
 	c.runSum.Add(r)
 }
 
-// nanos returns d in nanoseconds, counting a negative d (which monotonic
-// clock readings do not give) as 0.
+// nanos returns d in nanoseconds, counting a negative d, which reqpool does
+// not report, as 0.
 func nanos(d time.Duration) uint64 { return uint64(max(d, 0)) }
 
 // bucket returns the index of the bucket that n nanoseconds fall in:
