@@ -214,20 +214,8 @@ func pgOnce(ctx context.Context, f Factory, dsn string, monitor *sqlx.DB, orgs [
 
 // pgGet fetches the dashboard of org and checks for a 200 answer.
 func pgGet(ctx context.Context, client *http.Client, base string, org int64) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/?org="+strconv.FormatInt(org, 10), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
 	var d store.Dashboard
-	if err := json.NewDecoder(resp.Body).Decode(&d); resp.StatusCode != http.StatusOK || err != nil {
-		return fmt.Errorf("status %d, decode: %v", resp.StatusCode, err)
-	}
-	return nil
+	return getJSON(ctx, client, base+"/?org="+strconv.FormatInt(org, 10), &d)
 }
 
 // med returns the median over runs of what get reads from each.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -263,23 +262,6 @@ func busyness(ctx context.Context, client *http.Client, replicas []*replica) (st
 		}
 	}
 	return "", nil
-}
-
-// getJSON decodes the 200 answer to GET url into v.
-func getJSON(ctx context.Context, client *http.Client, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); resp.StatusCode != http.StatusOK || err != nil {
-		return fmt.Errorf("GET %s: status %d, decode: %v", url, resp.StatusCode, err)
-	}
-	return nil
 }
 
 // replicaDashboard fetches the dashboard of org from the replica at base

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -181,4 +182,21 @@ func (s *server) request(req int) (serverRequest, bool) {
 	defer s.mu.Unlock()
 	sr, ok := s.reqs[req]
 	return sr, ok
+}
+
+// getJSON decodes the 200 answer to GET url into v.
+func getJSON(ctx context.Context, client *http.Client, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); resp.StatusCode != http.StatusOK || err != nil {
+		return fmt.Errorf("GET %s: status %d, decode: %v", url, resp.StatusCode, err)
+	}
+	return nil
 }
