@@ -108,7 +108,7 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	case lent:
 		parent.lent++
 		first, kind = s.start(g, false), lentSlot
-	case s.slots < s.workers && s.ready.Len() > 0 && s.ready[0] == g.req && g.req.queuedGroups.head == g:
+	case s.slots < s.workers && s.firstInLine(g):
 		// A slot is free and g's query comes first: the caller runs it
 		// itself. (A helper still starting holds a slot of its own, and
 		// will take the next query.)

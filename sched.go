@@ -462,10 +462,17 @@ func (s *sched) nextOwn(g *group, counted bool) int {
 		s.drop(g)
 		return -1
 	}
-	if counted && (s.ready.Len() == 0 || s.ready[0] != g.req || g.req.queuedGroups.head != g) {
+	if counted && !s.firstInLine(g) {
 		return -1
 	}
 	return s.start(g, counted)
+}
+
+// firstInLine reports whether g's next query is the one the scheduler would
+// start next: g's request heads the ready heap and g is its oldest queued
+// group. Callers hold mu.
+func (s *sched) firstInLine(g *group) bool {
+	return s.ready.Len() > 0 && s.ready[0] == g.req && g.req.queuedGroups.head == g
 }
 
 // A groupList is one of a request's two intrusive lists of groups; the
