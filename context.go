@@ -24,6 +24,13 @@ type Handle struct {
 
 	timing *serverTiming // sums for the Server-Timing header; nil unless Config.ServerTiming
 
+	// Where the request is scheduled, set before its first Fanout: its
+	// class (nil if Classify named an unknown one, and then err says so)
+	// and its flow there.
+	class *class
+	flow  string
+	err   error
+
 	state atomic.Int32 // fresh, registered or released; see enter and release
 	stop  func() bool  // unregisters the AfterFunc on parent; set by enter, called by release
 	req   *request     // the handle's place in the scheduler, made by enter; guarded by pool.sched.mu
@@ -77,7 +84,7 @@ func FromContext(ctx context.Context) (*Handle, bool) {
 // newHandle returns a context derived from parent that carries a fresh
 // handle onto p with the given id.
 func (p *Pool) newHandle(parent context.Context, id string) (context.Context, *Handle) {
-	c := &handleContext{Context: parent, h: Handle{pool: p, id: id, parent: parent, hdr: [1]string{id}}}
+	c := &handleContext{Context: parent, h: Handle{pool: p, id: id, parent: parent, hdr: [1]string{id}, class: p.sched.classes[0]}}
 	return c, &c.h
 }
 
@@ -136,7 +143,7 @@ func (h *Handle) enter() error {
 	if !h.state.CompareAndSwap(fresh, registered) {
 		return context.Canceled // released
 	}
-	h.req = s.register(h.id)
+	h.req = s.register(h.id, h.class, h.flow)
 	// Dropping queued work is the one reaction to the request's end that
 	// must not wait for a Fanout caller to wake up (it may be busy running a
 	// query), so it is registered here, once per handle.
@@ -165,9 +172,8 @@ func (h *Handle) release() {
 	}
 	h.stop()
 	r := h.req
-	r.released = true
 	s.cancelRequest(r, context.Canceled)
-	delete(s.requests, r)
+	s.unregister(r)
 	var drained chan struct{}
 	if r.own > 0 {
 		r.drained = make(chan struct{})

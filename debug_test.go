@@ -203,11 +203,12 @@ func TestDebugHandlerLive(t *testing.T) {
 				t.Errorf("the JSON has no %q", k)
 			}
 		}
-		want := Stats{Workers: 4, Running: 4, Queued: 44, Requests: 4, Submitted: 24*4 + 1 + 48, Completed: 24*4 + 1}
-		if v.Stats != want {
+		want := Stats{Workers: 4, Running: 4, Queued: 44, Requests: 4, Submitted: 24*4 + 1 + 48, Completed: 24*4 + 1,
+			Classes: []ClassStats{{Running: 4, Queued: 44, Submitted: 24*4 + 1 + 48, Completed: 24*4 + 1}}}
+		if !reflect.DeepEqual(v.Stats, want) {
 			t.Errorf("stats %+v, want %+v", v.Stats, want)
 		}
-		if v.Config != sc.pool.Config() {
+		if !reflect.DeepEqual(v.Config, sc.pool.Config()) {
 			t.Errorf("config %+v, want %+v", v.Config, sc.pool.Config())
 		}
 		type row struct {
@@ -387,12 +388,12 @@ func TestDebugHandler(t *testing.T) {
 
 func TestDebugLiveRequests(t *testing.T) {
 	s := testSched(t, Config{Workers: 4, PerRequest: 2})
-	capped := s.register("capped")
+	capped := s.reg("capped")
 	s.admitN(t, capped, 5)
 	s.next()
 	s.next() // capped runs 2, its cap: not ready
-	big, small := s.register("big"), s.register("small")
-	s.register("idle")
+	big, small := s.reg("big"), s.reg("small")
+	s.reg("idle")
 	s.admitN(t, big, 6)
 	s.admitN(t, small, 1)
 
@@ -502,11 +503,13 @@ func TestDebugChart(t *testing.T) {
 	}
 }
 
-// goNames returns the names of v's fields.
+// goNames returns the names of v's fields that encoding/json encodes.
 func goNames(v any) []string {
 	var names []string
 	for _, f := range reflect.VisibleFields(reflect.TypeOf(v)) {
-		names = append(names, f.Name)
+		if f.Tag.Get("json") != "-" {
+			names = append(names, f.Name)
+		}
 	}
 	return names
 }

@@ -37,6 +37,12 @@ var (
 
 	// ErrInvalidConfig is returned by New for a Config it cannot honour.
 	ErrInvalidConfig = errors.New("reqpool: invalid config")
+
+	// ErrUnknownClass is returned by Pool.NewClassContext, and by every
+	// Fanout of a request that Config.Classify put in a class the pool does
+	// not have, running nothing. It is a programming error, not load, and is
+	// not counted in Stats.
+	ErrUnknownClass = errors.New("reqpool: unknown class")
 )
 
 // QueryError is the error Fanout returns when one of its queries fails: the

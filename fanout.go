@@ -2,6 +2,7 @@ package reqpool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -57,11 +58,14 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	if h.timing != nil {
 		obs = append(obs[:len(obs):len(obs)], h.timing) // a copy: obs is shared
 	}
+	if h.err != nil {
+		return h.err // Classify named an unknown class
+	}
 	if n > p.cfg.MaxFanout {
 		s.mu.Lock()
-		s.stats.Rejected++
+		h.class.counts.rejected++
 		s.mu.Unlock()
-		recordRefusal(ctx, obs, Refusal{RequestID: h.id, Queries: n, Reason: RefusedTooMany})
+		recordRefusal(ctx, obs, h.refusal(n, RefusedTooMany))
 		return fmt.Errorf("%w: %d queries, MaxFanout is %d", ErrTooManyTasks, n, p.cfg.MaxFanout)
 	}
 	if err := checkQueries(queries); err != nil {
@@ -94,12 +98,12 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	lent := parent != nil && parent.lent < parent.executing
 	if err := s.admit(g, lent); err != nil {
 		s.mu.Unlock()
-		if obs != nil && err != context.Canceled {
+		if obs != nil && (err == ErrClosed || errors.Is(err, ErrQueueFull)) {
 			reason := RefusedQueueFull
 			if err == ErrClosed {
 				reason = RefusedClosed
 			}
-			recordRefusal(ctx, obs, Refusal{RequestID: h.id, Queries: n, Reason: reason})
+			recordRefusal(ctx, obs, h.refusal(n, reason))
 		}
 		return err
 	}

@@ -18,7 +18,9 @@ const maxRequestIDLen = 64
 // hostile header never reaches logs or SQL comments. The id is set as the
 // response's X-Request-ID header before the handler runs. With
 // Config.ServerTiming, it also wraps the ResponseWriter to add a
-// Server-Timing header (see there). Middleware writes nothing else.
+// Server-Timing header (see there). Middleware writes nothing else. With
+// Config.Classify, it puts the request in the class and flow Classify
+// names.
 //
 // When the client goes away, the request context ends: the request's queued
 // queries are dropped and its executing ones see their context done. When the
@@ -39,6 +41,9 @@ func Middleware(p *Pool) func(http.Handler) http.Handler {
 			}
 			ctx, h := p.newHandle(r.Context(), requestID(header))
 			defer h.release()
+			if p.cfg.Classify != nil {
+				h.route(p.cfg.Classify(r))
+			}
 			// The canonical key, and a slice that lives in the handle: the
 			// same as Header().Set, without an allocation of its own.
 			w.Header()[canonicalRequestIDHeader] = h.hdr[:]

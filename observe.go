@@ -29,6 +29,8 @@ type Observer interface {
 // QueryRecord is what an Observer learns of one query.
 type QueryRecord struct {
 	RequestID string    // the request id of its handle
+	Class     string    // its request's class (Class.Name; "" without Config.Classes)
+	Flow      string    // its request's flow, as Config.Classify named it: "" for none
 	Index     int       // its position in its Fanout call
 	Admitted  time.Time // when its Fanout was admitted
 	Started   time.Time // when it started; zero if it was dropped
@@ -83,6 +85,8 @@ func (o Outcome) String() string {
 // Refusal is what an Observer learns of a refused Fanout.
 type Refusal struct {
 	RequestID string
+	Class     string // the request's class, as in QueryRecord
+	Flow      string // the request's flow, as in QueryRecord
 	Queries   int // how many queries the Fanout had
 	Reason    RefusalReason
 }
@@ -171,7 +175,8 @@ func (g *group) recordQuery(i int, started time.Time, err error) time.Time {
 	if g.obs == nil {
 		return time.Time{}
 	}
-	rec := QueryRecord{RequestID: g.reqID, Index: i, Admitted: g.admitted, Started: started, Finished: now(), Err: err}
+	rec := g.record(i)
+	rec.Started, rec.Finished, rec.Err = started, now(), err
 	switch _, panicked := err.(*PanicError); {
 	case err == nil:
 		rec.Outcome = OutcomeOK
@@ -182,6 +187,12 @@ func (g *group) recordQuery(i int, started time.Time, err error) time.Time {
 	}
 	g.emit(rec)
 	return rec.Finished
+}
+
+// record returns what every record of g's query i says.
+func (g *group) record(i int) QueryRecord {
+	f := g.req.flow
+	return QueryRecord{RequestID: g.reqID, Class: f.class.name, Flow: f.name, Index: i, Admitted: g.admitted}
 }
 
 // emit tells each of g's observers of rec.
@@ -198,8 +209,15 @@ func (g *group) recordDropped() {
 		return
 	}
 	for i := g.droppedFrom; i < len(g.queries); i++ {
-		g.emit(QueryRecord{RequestID: g.reqID, Index: i, Admitted: g.admitted, Finished: g.droppedAt, Outcome: OutcomeDropped})
+		rec := g.record(i)
+		rec.Finished, rec.Outcome = g.droppedAt, OutcomeDropped
+		g.emit(rec)
 	}
+}
+
+// refusal returns the Refusal of a Fanout of n queries on h.
+func (h *Handle) refusal(n int, reason RefusalReason) Refusal {
+	return Refusal{RequestID: h.id, Class: h.class.name, Flow: h.flow, Queries: n, Reason: reason}
 }
 
 // recordRefusal tells obs of a refused Fanout.

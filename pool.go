@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/http"
 	"sync/atomic"
 	"time"
 )
@@ -24,9 +25,11 @@ type Config struct {
 	// the connections the pool uses. 0 means DefaultWorkers (16).
 	Workers int
 
-	// QueueSize is the most queries that wait at once, process-wide. A Fanout
-	// whose queries do not fit into the free workers plus the free queue space
-	// fails at once with ErrQueueFull. 0 means DefaultQueueSize (1024).
+	// QueueSize is the most queries that wait at once, process-wide; with
+	// Classes, the bound of each class whose Class.QueueSize is 0 (so the
+	// pool's bound is then the sum of its classes'). A Fanout whose queries
+	// do not fit into the free workers plus the free space of its class's
+	// queue fails at once with ErrQueueFull. 0 means DefaultQueueSize (1024).
 	QueueSize int
 
 	// PerRequest is the most queries one request (one handle) executes at
@@ -36,9 +39,10 @@ type Config struct {
 	PerRequest int
 
 	// MaxFanout is the most queries one Fanout call may have; more gives
-	// ErrTooManyTasks. 0 means DefaultMaxFanout (128), lowered to
-	// Workers+QueueSize when that is smaller. A larger explicit value than
-	// Workers+QueueSize is rejected, since such a Fanout could never fit.
+	// ErrTooManyTasks. 0 means DefaultMaxFanout (128), lowered to Workers
+	// plus the smallest queue bound (QueueSize, or the smallest class's)
+	// when that is smaller. A larger explicit value is rejected, since such
+	// a Fanout could never fit.
 	MaxFanout int
 
 	// RetryAfter is the delay that WriteError advertises in the Retry-After
@@ -60,6 +64,29 @@ type Config struct {
 	// shows in pg_stat_activity and the server's logs. The comment does not
 	// change the statement's query id in pg_stat_statements.
 	DisableSQLComment bool
+
+	// Classes divides the workers among priority classes, each with its
+	// share and its own queue (see Class, and Scheduling on Pool). Empty
+	// means one class, named "", as if there were no classes. New rejects
+	// an empty or duplicate Name and a negative Share or QueueSize.
+	Classes []Class
+
+	// Classify gives Middleware each request's class and flow. A class of ""
+	// is the first of Classes. A class that is not in Classes makes the
+	// request's Fanout calls fail with an error wrapping ErrUnknownClass
+	// (WriteError answers 500), never run the queries in another class.
+	//
+	// A flow names what should share the class's workers equally with its
+	// peers, however many requests it sends: a tenant, a user, an API key.
+	// A flow of "" leaves the request on its own, as without Classify: the
+	// class's flowless requests are ordered among themselves as the pool
+	// orders requests (fewest remaining first, with aging), and together
+	// take one flow's part of the class. Flows are kept only while they
+	// have requests, so naming them by something unbounded is safe.
+	//
+	// nil means every request is flowless in the first class. A nested
+	// Fanout is its request's, and so of its class and flow.
+	Classify func(r *http.Request) (class, flow string) `json:"-"`
 }
 
 // withDefaults validates c and fills in its zero fields.
@@ -87,12 +114,18 @@ func (c Config) withDefaults() (Config, error) {
 	if c.QueueSize > math.MaxInt32-c.Workers {
 		return c, fmt.Errorf("%w: Workers+QueueSize is %d+%d, above %d", ErrInvalidConfig, c.Workers, c.QueueSize, math.MaxInt32)
 	}
-	if c.MaxFanout == 0 {
-		c.MaxFanout = min(DefaultMaxFanout, c.Workers+c.QueueSize)
+	classes, err := c.classesWithDefaults()
+	if err != nil {
+		return c, err
 	}
-	if c.MaxFanout > c.Workers+c.QueueSize {
-		return c, fmt.Errorf("%w: MaxFanout %d exceeds Workers+QueueSize (%d): such a Fanout could never be admitted",
-			ErrInvalidConfig, c.MaxFanout, c.Workers+c.QueueSize)
+	c.Classes = classes
+	fits := c.Workers + c.smallestQueue()
+	if c.MaxFanout == 0 {
+		c.MaxFanout = min(DefaultMaxFanout, fits)
+	}
+	if c.MaxFanout > fits {
+		return c, fmt.Errorf("%w: MaxFanout %d exceeds Workers plus the smallest queue bound (%d): such a Fanout could never be admitted",
+			ErrInvalidConfig, c.MaxFanout, fits)
 	}
 	if c.RetryAfter == 0 {
 		c.RetryAfter = DefaultRetryAfter
@@ -108,17 +141,30 @@ func (c Config) withDefaults() (Config, error) {
 // # Scheduling
 //
 // Work is admitted per Fanout call (a group) and scheduled per request (a
-// handle). A worker slot that frees up takes the next query of the ready
-// request with the smallest key, where
+// handle), in three steps. A worker slot that frees up goes:
+//
+//  1. to the class (Config.Classes) with queries waiting that is furthest
+//     below its share: the fewest executing for its Share;
+//  2. in that class, to the flow (Config.Classify) with queries waiting
+//     that has the fewest executing, so that flows share their class's
+//     workers equally, however many requests each sends;
+//  3. in that flow, to the next query of the ready request with the
+//     smallest key, as below.
+//
+// Ties at the first two steps go to the class or flow whose turn came
+// longest ago. Without Classes and Classify there is one class and one
+// flow, and only the third step is left.
+//
+// Inside a flow, the key of a request is
 //
 //	key = arrival + remaining × Workers
 //
 // remaining counts the request's queries queued or executing, and arrival is
-// the pool's count of completed queries (Stats.Completed) when the request's
-// oldest queued Fanout was admitted. That count is the scheduler's clock: it
-// runs at the pace of the pool's own work, Workers completions taking about
-// one query's time at full load, so the policy needs no tuning to the
-// queries' duration and reads no wall clock.
+// the flow's count of completed queries when the request's oldest queued
+// Fanout was admitted (without Classify, the pool's count,
+// Stats.Completed). That count is the scheduler's clock: it runs at the pace
+// of the flow's own work, so the policy needs no tuning to the queries'
+// duration and reads no wall clock.
 //
 // Without the arrival term this is "fewest remaining first", the usual
 // approximation of shortest-remaining-processing-time, which minimises mean
@@ -126,15 +172,26 @@ func (c Config) withDefaults() (Config, error) {
 // and of two requests that both have to queue, the one nearer completion
 // finishes first. The arrival term is the aging that keeps large requests
 // from starving: a request with n queries left is overtaken only by requests
-// that arrive before the pool completes n × Workers more queries (at full
+// that arrive before its flow completes n × Workers more queries (at full
 // load, about n query times), and its key only shrinks as it runs. Past that
-// point only requests already queued can go first, and the queue holds at
-// most QueueSize queries. So a Fanout of n queries, alone on its handle, is
-// done once at most n×Workers + QueueSize + n + Workers queries have
-// completed after its admission, however many requests keep arriving
-// (TestNoStarvation checks this bound). Ties go to the request registered
-// first (at its first Fanout). Within a request, its Fanout calls run in the order they were made,
-// and a call's queries in argument order.
+// point only requests already queued can go first, and the class's queue
+// holds at most its QueueSize queries. So a Fanout of n queries, alone on
+// its handle, is done once at most n×Workers + QueueSize + n + Workers
+// queries of its flow have completed after its admission, however many
+// requests keep arriving (TestNoStarvation checks this bound). Ties go to
+// the request registered first (at its first Fanout). Within a request, its
+// Fanout calls run in the order they were made, and a call's queries in
+// argument order.
+//
+// The first two steps share workers, not turns: a class or flow holds its
+// share for as long as its queries run. So their bounds count what it is
+// owed once it has nothing executing. A class with queries waiting and none
+// executing starts one within K completions of the pool's queries (K
+// classes). A flow with queries waiting and none executing starts one
+// within F starts of its class (F flows with queries waiting), since a
+// flow that is served goes behind the others of its class that have as
+// few executing (TestSchedClassBound, TestSchedFlowBound). No class with a
+// share and work, and no flow with work, waits forever while queries end.
 //
 // The scheduler's invariants are stated beside its fields, in sched.go.
 //
@@ -175,18 +232,32 @@ type Stats struct {
 	Failed    uint64 // of Completed, those that returned an error or panicked
 	Dropped   uint64 // admitted queries that never started: context done, a sibling failed, or Shutdown
 	Rejected  uint64 // Fanout calls refused with ErrQueueFull, ErrTooManyTasks or ErrClosed
+
+	// Classes has the same figures for each class, in Config.Classes'
+	// order; the pool's are their sums. Without Classes, it has one entry,
+	// named "".
+	Classes []ClassStats
 }
 
 // Stats returns a snapshot of the pool's gauges and counters.
 func (p *Pool) Stats() Stats {
 	s := p.sched
+	st := Stats{Workers: p.cfg.Workers, Classes: make([]ClassStats, len(s.classes))}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.stats
-	st.Workers = p.cfg.Workers
 	st.Running = s.executing
 	st.Queued = s.queued
 	st.Requests = len(s.requests)
+	for i, c := range s.classes {
+		n := c.counts
+		st.Classes[i] = ClassStats{Name: c.name, Running: c.own, Queued: c.queued, Flows: len(c.named),
+			Submitted: n.submitted, Completed: n.completed, Failed: n.failed, Dropped: n.dropped, Rejected: n.rejected}
+		st.Submitted += n.submitted
+		st.Completed += n.completed
+		st.Failed += n.failed
+		st.Dropped += n.dropped
+		st.Rejected += n.rejected
+	}
 	return st
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -34,7 +35,7 @@ func TestNewValidatesConfig(t *testing.T) {
 	}
 	want := Config{Workers: DefaultWorkers, QueueSize: DefaultQueueSize, MaxFanout: DefaultMaxFanout,
 		RetryAfter: DefaultRetryAfter}
-	if got := p.Config(); got != want {
+	if got := p.Config(); !reflect.DeepEqual(got, want) {
 		t.Errorf("zero Config became %+v, want %+v", got, want)
 	}
 	p, err = New(Config{Workers: 2, QueueSize: 3})

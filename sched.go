@@ -2,7 +2,6 @@ package reqpool
 
 import (
 	"cmp"
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -21,27 +20,31 @@ import (
 //     in the slot its parent query holds (lent), and takes none.
 //   - A slot is free (slots < workers) only while no request is ready, or
 //     while a helper is starting (spawning > 0) to take the work: the pool is
-//     work-conserving.
-//   - ready holds exactly the requests that have queued queries and are below
-//     their perRequest cap, ordered by key, then by seq.
-//   - queued is the sum of the requests' queued counts, and a request's
-//     queued count is the sum of the unstarted queries of its groups, which
-//     are the groups on its queuedGroups list.
+//     work-conserving, across classes and flows too.
+//   - A request is ready when it has queued queries and is below the
+//     perRequest cap. A flow's ready queue holds exactly its ready requests,
+//     ordered by key, then seq; a class's ready queue holds exactly its flows
+//     whose ready queue is not empty (see fair.go).
+//   - queued is the sum of the classes' queued counts, a class's is the sum
+//     of its requests' queued counts, and a request's is the sum of the
+//     unstarted queries of its groups, which are the groups on its
+//     queuedGroups list. The own counts of requests, flows and classes sum
+//     up the same way, to executing.
 //   - A group whose context is done never starts another query: pop drops it.
 type sched struct {
-	workers, queueSize, perRequest int // Config's, after defaults; read-only
+	workers, perRequest int      // Config's, after defaults; read-only
+	classes             []*class // Config.Classes' order, or one class; the slice is read-only
 
 	mu        sync.Mutex
 	slots     int                   // slots held (see the invariants)
 	executing int                   // queries executing in slots of their own (Stats.Running)
 	spawning  int                   // helpers started and not yet holding a query
 	queued    int                   // admitted queries not yet started
-	ready     readyHeap             // requests with a query that may start, smallest key first
+	turn      uint64                // queries started in slots of their own: the clock of class and flow turns
 	requests  map[*request]struct{} // registered requests not yet released (Stats.Requests)
 	closed    bool                  // Shutdown was called
 	seq       uint64                // requests registered, for request.seq
 	idle      chan struct{}         // closed once closed with nothing queued or in a slot; nil until Shutdown
-	stats     Stats                 // cumulative counters
 }
 
 // request is one request's place in the scheduler: its queued groups, its
@@ -53,13 +56,14 @@ type request struct {
 	queued       int           // queries admitted and not started
 	own          int           // queries executing in slots of their own
 	key          uint64        // oldest queued group's arrival + (queued+own)×workers; see Pool
-	index        int           // position in sched.ready, or -1
+	index        int           // position in flow.ready, or -1
 	seq          uint64        // registration order, the tie-break
 	released     bool          // the handle was released: no more Fanouts
 	drained      chan struct{} // closed when own drops to 0 after release; nil unless someone waits
 
-	// Set by register and never changed: what Pool.DebugHandler shows.
-	id    string        // the handle's request id
+	// Set by register and never changed.
+	flow  *flow         // the flow (and through it the class) it belongs to
+	id    string        // the handle's request id, for Pool.DebugHandler
 	since time.Duration // when the handle registered (its first Fanout), since epoch
 }
 
@@ -82,7 +86,7 @@ type group struct {
 	admitted time.Time
 
 	// Guarded by sched.mu.
-	arrival     uint64 // Stats.Completed when the group was admitted
+	arrival     uint64 // its flow's completed count when the group was admitted
 	started     int    // queries[started:] are queued
 	pending     int    // queries neither finished nor dropped
 	executing   int    // queries executing, in any slot
@@ -116,81 +120,106 @@ func (g *group) call(i int) (err error) {
 }
 
 func newSched(cfg Config) *sched {
-	return &sched{workers: cfg.Workers, queueSize: cfg.QueueSize, perRequest: cfg.PerRequest, requests: make(map[*request]struct{})}
+	s := &sched{workers: cfg.Workers, perRequest: cfg.PerRequest, requests: make(map[*request]struct{})}
+	for _, c := range cfg.classes() {
+		k := &class{name: c.Name, share: c.Share, queueSize: c.QueueSize, named: make(map[string]*flow)}
+		k.anon = &flow{class: k, index: -1}
+		s.classes = append(s.classes, k)
+	}
+	return s
 }
 
-// register returns a new request for the handle with request id id, added
-// to the scheduler. Callers hold mu.
-func (s *sched) register(id string) *request {
+// register returns a new request for the handle with request id id, in
+// class c and the flow named flow there, added to the scheduler. Callers
+// hold mu.
+func (s *sched) register(id string, c *class, flow string) *request {
 	s.seq++
 	r := &request{index: -1, seq: s.seq, queuedGroups: groupList{kind: queuedList}, liveGroups: groupList{kind: liveList},
-		id: id, since: time.Since(epoch)}
+		flow: c.flowFor(flow), id: id, since: time.Since(epoch)}
 	s.requests[r] = struct{}{}
 	return r
 }
 
+// unregister takes r, whose handle is released, out of the scheduler's
+// requests. Callers hold mu.
+func (s *sched) unregister(r *request) {
+	r.released = true
+	delete(s.requests, r)
+	f := r.flow
+	f.refs--
+	f.class.retire(f)
+}
+
 // admit enqueues g, or returns why it cannot. A Fanout fits when its queries
 // fit into the free slots usable by its request, plus the lent slot of a
-// nested caller, plus the free queue space. Callers hold mu.
+// nested caller, plus the free space of its class's queue. Callers hold mu.
 func (s *sched) admit(g *group, lent bool) error {
 	r, n := g.req, len(g.queries)
+	f := r.flow
+	c := f.class
 	switch {
 	case s.closed:
-		s.stats.Rejected++
+		c.counts.rejected++
 		return ErrClosed
 	case r.released:
 		// The handle's request is over; report it as a cancelled context.
 		return context.Canceled
 	}
 	free := s.workers - s.slots
-	if c := s.perRequest; c > 0 {
-		free = min(free, c-r.own)
+	if cap := s.perRequest; cap > 0 {
+		free = min(free, cap-r.own)
 	}
 	free = max(free, 0)
 	if lent {
 		free++
 	}
-	if s.queued+n > s.queueSize+free {
-		s.stats.Rejected++
-		return fmt.Errorf("%w: %d queries do not fit (%d queued, QueueSize %d, %d free workers)",
-			ErrQueueFull, n, s.queued, s.queueSize, free)
+	if c.queued+n > c.queueSize+free {
+		c.counts.rejected++
+		in := ""
+		if c.name != "" {
+			in = fmt.Sprintf(" in class %q", c.name)
+		}
+		return fmt.Errorf("%w: %d queries do not fit%s (%d queued, QueueSize %d, %d free workers)",
+			ErrQueueFull, n, in, c.queued, c.queueSize, free)
 	}
-	g.arrival = s.stats.Completed
+	g.arrival = f.completed
 	g.pending = n
 	r.queuedGroups.push(g)
 	r.liveGroups.push(g)
 	r.queued += n
+	c.queued += n
 	s.queued += n
-	s.stats.Submitted += uint64(n)
+	c.counts.submitted += uint64(n)
 	s.rekey(r)
 	return nil
 }
 
-// rekey restores r's key and its place in (or out of) ready after any change
-// to its queued or own counts or to its groups. Only a request with queued
-// queries has a key, from the arrival of its oldest queued group: a
-// long-lived request (a job's) that always has some work does not keep the
-// arrival of its first Fanout forever. Callers hold mu.
+// rekey restores r's key and its place in (or out of) its flow's ready
+// queue, and its flow's in its class's, after any change to r's queued or
+// own counts or to its groups. Only a request with queued queries has a
+// key, from the arrival of its oldest queued group: a long-lived request (a
+// job's) that always has some work does not keep the arrival of its first
+// Fanout forever. Callers hold mu.
 func (s *sched) rekey(r *request) {
 	eligible := r.queued > 0 && (s.perRequest == 0 || r.own < s.perRequest)
 	if head := r.queuedGroups.head; head != nil {
 		r.key = head.arrival + uint64(r.queued+r.own)*uint64(s.workers)
 	}
-	switch {
-	case eligible && r.index < 0:
-		heap.Push(&s.ready, r)
-	case eligible:
-		heap.Fix(&s.ready, r.index)
-	case r.index >= 0:
-		heap.Remove(&s.ready, r.index)
+	f := r.flow
+	f.ready.place(r, eligible)
+	if f.index < 0 {
+		// A flow that becomes ready waits for its turn behind those that
+		// were ready before it.
+		f.turn = s.turn
 	}
+	f.class.ready.place(f, f.ready.Len() > 0)
 }
 
-// pop starts the best ready query and returns it, or returns nil when no
-// request is ready. The caller holds a slot. Callers hold mu.
+// pop starts the next query (see fair.go) and returns it, or returns nil
+// when no request is ready. The caller holds a slot. Callers hold mu.
 func (s *sched) pop() (*group, int) {
-	for s.ready.Len() > 0 {
-		g := s.ready[0].queuedGroups.head
+	for r := s.head(); r != nil; r = s.head() {
+		g := r.queuedGroups.head
 		if g.Err() != nil {
 			s.drop(g)
 			continue
@@ -204,6 +233,8 @@ func (s *sched) pop() (*group, int) {
 // of its own (false: in a slot lent by its parent). Callers hold mu.
 func (s *sched) start(g *group, counted bool) int {
 	r := g.req
+	f := r.flow
+	c := f.class
 	i := g.started
 	g.started++
 	g.executing++
@@ -211,9 +242,14 @@ func (s *sched) start(g *group, counted bool) int {
 		r.queuedGroups.remove(g)
 	}
 	r.queued--
+	c.queued--
 	s.queued--
 	if counted {
+		s.turn++
+		f.turn, c.turn = s.turn, s.turn
 		r.own++
+		f.own++
+		c.own++
 		s.executing++
 	}
 	s.rekey(r)
@@ -223,15 +259,20 @@ func (s *sched) start(g *group, counted bool) int {
 // finish records the end of query i of g. Callers hold mu.
 func (s *sched) finish(g *group, i int, err error, counted bool) {
 	r := g.req
+	f := r.flow
+	c := f.class
 	g.executing--
 	g.pending--
-	s.stats.Completed++
+	f.completed++
+	c.counts.completed++
 	if counted {
 		r.own--
+		f.own--
+		c.own--
 		s.executing--
 	}
 	if err != nil {
-		s.stats.Failed++
+		c.counts.failed++
 		if g.err == nil {
 			qe := &QueryError{Index: i, Err: err}
 			if g.Err() != nil { // the caller's context ended: say so, whatever the driver said
@@ -250,6 +291,7 @@ func (s *sched) finish(g *group, i int, err error, counted bool) {
 		close(r.drained)
 		r.drained = nil
 	}
+	c.retire(f)
 }
 
 // drop removes g's queued queries: they never start. Callers hold mu.
@@ -268,8 +310,9 @@ func (s *sched) drop(g *group) {
 	g.pending -= k
 	g.dropped = true
 	r.queued -= k
+	r.flow.class.queued -= k
 	s.queued -= k
-	s.stats.Dropped += uint64(k)
+	r.flow.class.counts.dropped += uint64(k)
 	s.rekey(r)
 	g.signal()
 	s.signalIdle()
@@ -312,7 +355,7 @@ func (s *sched) signalIdle() {
 // so a burst of no-op queries costs one goroutine, not one per free slot.
 // Callers hold mu.
 func (s *sched) wake() {
-	if s.spawning == 0 && s.slots < s.workers && s.ready.Len() > 0 {
+	if s.spawning == 0 && s.slots < s.workers && s.head() != nil {
 		s.slots++
 		s.spawning++
 		go s.help()
@@ -323,7 +366,7 @@ func (s *sched) wake() {
 // more to run in it. If a request is ready, the slot passes to a new helper
 // instead. Callers hold mu.
 func (s *sched) vacate() {
-	if s.ready.Len() > 0 {
+	if s.head() != nil {
 		s.spawning++
 		go s.help()
 		return
@@ -469,10 +512,10 @@ func (s *sched) nextOwn(g *group, counted bool) int {
 }
 
 // firstInLine reports whether g's next query is the one the scheduler would
-// start next: g's request heads the ready heap and g is its oldest queued
-// group. Callers hold mu.
+// start next: g's request is the head (see fair.go) and g is its oldest
+// queued group. Callers hold mu.
 func (s *sched) firstInLine(g *group) bool {
-	return s.ready.Len() > 0 && s.ready[0] == g.req && g.req.queuedGroups.head == g
+	return s.head() == g.req && g.req.queuedGroups.head == g
 }
 
 // A groupList is one of a request's two intrusive lists of groups; the
@@ -520,38 +563,11 @@ func (l *groupList) remove(g *group) {
 	*k = links{}
 }
 
-// readyHeap orders ready requests by key, then by registration order for
-// equal keys (seq), so that ties are first come, first served.
-type readyHeap []*request
-
-func (h readyHeap) Len() int { return len(h) }
-func (h readyHeap) Less(i, j int) bool {
-	return compareReady(h[i].key, h[i].seq, h[j].key, h[j].seq) < 0
-}
-
-// compareReady orders two ready requests by key, then seq: the scheduler's
-// order, which Pool.DebugHandler's places follow too.
+// compareReady orders two ready requests of a flow by key, then seq: the
+// scheduler's order, which Pool.DebugHandler's places follow too.
 func compareReady(keyA, seqA, keyB, seqB uint64) int {
 	if c := cmp.Compare(keyA, keyB); c != 0 {
 		return c
 	}
 	return cmp.Compare(seqA, seqB)
-}
-func (h readyHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index = i
-	h[j].index = j
-}
-func (h *readyHeap) Push(x any) {
-	r := x.(*request)
-	r.index = len(*h)
-	*h = append(*h, r)
-}
-func (h *readyHeap) Pop() any {
-	old := *h
-	r := old[len(old)-1]
-	old[len(old)-1] = nil
-	r.index = -1
-	*h = old[:len(old)-1]
-	return r
 }

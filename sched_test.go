@@ -21,6 +21,9 @@ func testSched(t *testing.T, cfg Config) *sched {
 	return newSched(cfg)
 }
 
+// reg registers a flowless request of the first class.
+func (s *sched) reg(id string) *request { return s.register(id, s.classes[0], "") }
+
 // admitN admits a group of n no-op queries for r and returns it.
 func (s *sched) admitN(t *testing.T, r *request, n int) *group {
 	t.Helper()
@@ -66,7 +69,7 @@ func (s *sched) order(reqs ...*request) []int {
 
 func TestSchedFewestRemainingFirst(t *testing.T) {
 	s := testSched(t, Config{Workers: 4})
-	big, small := s.register(""), s.register("")
+	big, small := s.reg(""), s.reg("")
 	s.admitN(t, big, 5)
 	s.admitN(t, small, 2)
 	if got, want := s.order(big, small), []int{1, 1, 0, 0, 0, 0, 0}; !slices.Equal(got, want) {
@@ -76,7 +79,7 @@ func TestSchedFewestRemainingFirst(t *testing.T) {
 
 func TestSchedTiesFirstRegisteredFirst(t *testing.T) {
 	s := testSched(t, Config{Workers: 4})
-	a, b := s.register(""), s.register("")
+	a, b := s.reg(""), s.reg("")
 	s.admitN(t, b, 2) // admitted first, registered second
 	s.admitN(t, a, 2)
 	// Equal keys: a (registered first) goes first; after its first query it
@@ -98,10 +101,10 @@ func TestSchedAging(t *testing.T) {
 		{7, []int{0, 0, 0, 1}}, // young's key 7+2 = 9 > old's 6: old has aged
 	} {
 		s := testSched(t, Config{Workers: 2})
-		old := s.register("")
+		old := s.reg("")
 		s.admitN(t, old, 3) // arrival 0: key 0 + 3×2 = 6
-		s.stats.Completed += tc.completed
-		young := s.register("")
+		old.flow.completed += tc.completed
+		young := s.reg("")
 		s.admitN(t, young, 1)
 		if got := s.order(old, young); !slices.Equal(got, tc.want) {
 			t.Errorf("%d completions apart: order %v, want %v", tc.completed, got, tc.want)
@@ -111,7 +114,7 @@ func TestSchedAging(t *testing.T) {
 
 func TestSchedPerRequestCap(t *testing.T) {
 	s := testSched(t, Config{Workers: 4, PerRequest: 1})
-	a, b := s.register(""), s.register("")
+	a, b := s.reg(""), s.reg("")
 	s.admitN(t, a, 3)
 	s.admitN(t, b, 3)
 	g1 := s.next()
@@ -130,26 +133,26 @@ func TestSchedPerRequestCap(t *testing.T) {
 
 func TestSchedDropsCancelled(t *testing.T) {
 	s := testSched(t, Config{Workers: 1})
-	a, b := s.register(""), s.register("")
+	a, b := s.reg(""), s.reg("")
 	ga := s.admitN(t, a, 2)
 	s.admitN(t, b, 3)
 	ga.cancel(context.Canceled)
 	if got := s.order(a, b); !slices.Equal(got, []int{1, 1, 1}) {
 		t.Errorf("order %v: the cancelled group's queries must never start", got)
 	}
-	if s.stats.Dropped != 2 || s.queued != 0 || ga.pending != 0 || !ga.dropped {
-		t.Errorf("dropped %d, queued %d, pending %d: want 2, 0, 0", s.stats.Dropped, s.queued, ga.pending)
+	if s.classes[0].counts.dropped != 2 || s.queued != 0 || ga.pending != 0 || !ga.dropped {
+		t.Errorf("dropped %d, queued %d, pending %d: want 2, 0, 0", s.classes[0].counts.dropped, s.queued, ga.pending)
 	}
 }
 
 func TestSchedQueueFull(t *testing.T) {
 	s := testSched(t, Config{Workers: 2, QueueSize: 3})
-	r := s.register("")
+	r := s.reg("")
 	s.admitN(t, r, 5) // 2 free slots + 3 queue places
 	g := &group{sched: s, req: r, queries: repeat(1, Func(noop))}
 	g.Context, g.cancel = context.WithCancelCause(context.Background())
 	defer g.cancel(nil)
-	if err := s.admit(g, false); !errors.Is(err, ErrQueueFull) || s.stats.Rejected != 1 || s.queued != 5 {
-		t.Errorf("admit into a full queue: %v, rejected %d, queued %d", err, s.stats.Rejected, s.queued)
+	if err := s.admit(g, false); !errors.Is(err, ErrQueueFull) || s.classes[0].counts.rejected != 1 || s.queued != 5 {
+		t.Errorf("admit into a full queue: %v, rejected %d, queued %d", err, s.classes[0].counts.rejected, s.queued)
 	}
 }

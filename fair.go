@@ -1,0 +1,174 @@
+package reqpool
+
+import "container/heap"
+
+// The scheduler picks the next query in three steps, each fair in its own
+// way (the policy is described on Pool):
+//
+//  1. the class furthest below its share of the workers: the smallest
+//     own/share among the classes with a ready request;
+//  2. in that class, the flow with the fewest queries executing;
+//  3. in that flow, the request with the smallest key (fewest remaining
+//     first, with aging).
+//
+// Ties at the first two steps go to the class or flow that has waited
+// longest for its turn (turn), so that equals take turns.
+
+// class is one priority class (Config.Classes) in the scheduler. Its flows
+// and requests belong to it for their whole life.
+type class struct {
+	// Set by newSched and never changed.
+	name      string // Class.Name; "" for the one class of a pool without Classes
+	share     int    // Class.Share, after defaults
+	queueSize int    // Class.QueueSize, after defaults
+	anon      *flow  // the flow of its requests that were given none
+
+	// Guarded by sched.mu.
+	queued int              // admitted queries of its requests not yet started
+	own    int              // its queries executing in slots of their own
+	turn   uint64           // sched.turn when it last started a query
+	ready  prioQueue[*flow] // its flows with a ready request, by (own, turn)
+	named  map[string]*flow // its named flows that have a registered request or an executing query
+	counts counters
+}
+
+// counters are a class's cumulative counters; Stats sums them.
+type counters struct {
+	submitted, completed, failed, dropped, rejected uint64
+}
+
+// before reports whether c is further below its share than d: c.own/c.share
+// < d.own/d.share, or equal and c's turn came longer ago.
+func (c *class) before(d *class) bool {
+	// Cross-multiplied: own <= Workers < 2^31 and share <= maxShare < 2^20.
+	if x, y := int64(c.own)*int64(d.share), int64(d.own)*int64(c.share); x != y {
+		return x < y
+	}
+	return c.turn < d.turn
+}
+
+// flow is a set of requests of one class that share the class's workers as
+// one: what Classify named (a tenant, a user), or, as the class's anon flow,
+// all its requests that were named none.
+type flow struct {
+	// Set when made and never changed.
+	class *class
+	name  string // "" for the class's anon flow
+
+	// Guarded by sched.mu.
+	own       int                 // its queries executing in slots of their own
+	completed uint64              // its queries that completed: the clock of its requests' keys
+	turn      uint64              // sched.turn when it last started a query or became ready
+	ready     prioQueue[*request] // its ready requests, by (key, seq)
+	index     int                 // position in class.ready, or -1
+	refs      int                 // registered requests not yet released
+}
+
+// before orders the flows of a class: fewer queries executing first, then
+// the one whose turn came longer ago.
+func (f *flow) before(g *flow) bool {
+	if f.own != g.own {
+		return f.own < g.own
+	}
+	return f.turn < g.turn
+}
+
+func (f *flow) slot() *int { return &f.index }
+
+// before orders a flow's ready requests: by key, then by registration.
+func (r *request) before(q *request) bool {
+	return compareReady(r.key, r.seq, q.key, q.seq) < 0
+}
+
+func (r *request) slot() *int { return &r.index }
+
+// pick returns the class whose query starts next, or nil when no request
+// is ready. Callers hold mu.
+func (s *sched) pick() *class {
+	var best *class
+	for _, c := range s.classes {
+		if c.ready.Len() > 0 && (best == nil || c.before(best)) {
+			best = c
+		}
+	}
+	return best
+}
+
+// head returns the request whose query starts next, or nil when none is
+// ready. Callers hold mu.
+func (s *sched) head() *request {
+	if c := s.pick(); c != nil {
+		return c.ready[0].ready[0]
+	}
+	return nil
+}
+
+// flowFor returns c's flow named name, made if needed, with one more
+// reference. Callers hold mu.
+func (c *class) flowFor(name string) *flow {
+	f := c.anon
+	if name != "" {
+		if f = c.named[name]; f == nil {
+			f = &flow{class: c, name: name, index: -1}
+			c.named[name] = f
+		}
+	}
+	f.refs++
+	return f
+}
+
+// retire forgets f once no registered request refers to it and none of
+// its queries executes: a flow is state for as long as it has work, so
+// naming flows by something unbounded (a user id) costs nothing after.
+// Callers hold mu.
+func (c *class) retire(f *flow) {
+	if f.refs == 0 && f.own == 0 && f != c.anon {
+		delete(c.named, f.name)
+	}
+}
+
+// queueItem is what a prioQueue holds: a value that orders itself and
+// keeps its own index in the queue (-1 when out of it).
+type queueItem[T any] interface {
+	before(T) bool
+	slot() *int
+}
+
+// prioQueue is a binary heap (container/heap) of items that know their
+// index, so that one can be moved or removed where it is.
+type prioQueue[T queueItem[T]] []T
+
+func (q prioQueue[T]) Len() int           { return len(q) }
+func (q prioQueue[T]) Less(i, j int) bool { return q[i].before(q[j]) }
+func (q prioQueue[T]) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	*q[i].slot() = i
+	*q[j].slot() = j
+}
+func (q *prioQueue[T]) Push(x any) {
+	v := x.(T)
+	*v.slot() = len(*q)
+	*q = append(*q, v)
+}
+func (q *prioQueue[T]) Pop() any {
+	old := *q
+	v := old[len(old)-1]
+	var zero T
+	old[len(old)-1] = zero
+	*v.slot() = -1
+	*q = old[:len(old)-1]
+	return v
+}
+
+// place puts x into q when in is true, restoring its position if it is
+// there already (its order changed), and takes it out when in is false.
+func (q *prioQueue[T]) place(x T, in bool) {
+	switch i := *x.slot(); {
+	case in && i < 0:
+		heap.Push(q, x)
+	case in:
+		heap.Fix(q, i)
+	case i >= 0:
+		heap.Remove(q, i)
+	}
+}
