@@ -87,7 +87,7 @@ type Refusal struct {
 	RequestID string
 	Class     string // the request's class, as in QueryRecord
 	Flow      string // the request's flow, as in QueryRecord
-	Queries   int // how many queries the Fanout had
+	Queries   int    // how many queries the Fanout had
 	Reason    RefusalReason
 }
 
