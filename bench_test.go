@@ -112,7 +112,9 @@ func reportPerTask(b *testing.B) {
 // impl=middleware the same handler behind Middleware, for a request that
 // never fans out (what every request pays); and handle+fanout8 a new handle
 // per request (as Middleware makes one) with a Fanout of 8 no-op queries,
-// next to a global semaphore with an errgroup per request. The benchmarks
+// next to a global semaphore with an errgroup per request, and in a named
+// flow of a pool with two classes (impl=reqpool-classes; serially, the
+// flow is made and forgotten by every request, its worst case). The benchmarks
 // module runs the same with chi's middleware.RequestID as the anchor of the
 // first (chi stays out of this module).
 func BenchmarkRequest(b *testing.B) {
@@ -121,6 +123,13 @@ func BenchmarkRequest(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { p.Shutdown(context.Background()) })
+	// The same with two classes, every request in a named flow of one of
+	// them: what classes and flows add (issue 10 allows 1.2×).
+	pc, err := New(Config{Workers: benchWorkers, Classes: []Class{{Name: "interactive", Share: 4}, {Name: "batch"}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { pc.Shutdown(context.Background()) })
 	qs := make([]Query, benchTasks)
 	for i := range qs {
 		qs[i] = Func(noop)
@@ -151,6 +160,12 @@ func BenchmarkRequest(b *testing.B) {
 		{"impl=reqpool", func() error {
 			ctx, h := p.newHandle(context.Background(), "bench")
 			defer h.release()
+			return Fanout(ctx, qs...)
+		}},
+		{"impl=reqpool-classes", func() error {
+			ctx, h := pc.newHandle(context.Background(), "bench")
+			defer h.release()
+			h.route("batch", "tenant-1")
 			return Fanout(ctx, qs...)
 		}},
 		{"impl=semaphore", func() error {

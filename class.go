@@ -29,7 +29,8 @@ type Class struct {
 	// QueueSize is the most queries of this class that wait at once. A
 	// Fanout of the class that does not fit into the free workers and this
 	// queue fails with ErrQueueFull, however full or empty the other
-	// classes' queues are. 0 means Config.QueueSize.
+	// classes' queues are; one of more than Workers+QueueSize queries, which
+	// never could, fails with ErrTooManyTasks. 0 means Config.QueueSize.
 	QueueSize int
 }
 
@@ -83,11 +84,11 @@ func (c Config) classesWithDefaults() ([]Class, error) {
 	return out, nil
 }
 
-// smallestQueue returns the smallest queue bound of the pool's classes.
-func (c Config) smallestQueue() int {
+// largestQueue returns the largest queue bound of the pool's classes.
+func (c Config) largestQueue() int {
 	q := c.QueueSize
 	for i, k := range c.Classes {
-		if i == 0 || k.QueueSize < q {
+		if i == 0 || k.QueueSize > q {
 			q = k.QueueSize
 		}
 	}

@@ -32,6 +32,11 @@
 //   - Requests are scheduled fewest-remaining-queries first, with aging, so
 //     small requests do not queue behind large ones and large ones do not
 //     starve (see Pool).
+//   - Optionally, priority classes (Config.Classes) divide the workers by
+//     share while they compete, each with its own queue, so that a flood of
+//     one class is refused in that class alone; and flows (a tenant, a user,
+//     named by Config.Classify) share their class equally, however many
+//     requests each sends. A class alone still uses every worker.
 //   - The first failing query cancels its siblings; Fanout returns it as a
 //     *QueryError. A panic becomes a *PanicError.
 //   - When the request's context ends, its queued queries are dropped at once

@@ -99,3 +99,61 @@ func ExamplePool_Shutdown() {
 	fmt.Println(err)
 	// Output: <nil>
 }
+
+// Interactive pages and batch exports share one pool: interactive requests
+// get 4 workers to batch's 1 while both have work, and their own queue, so
+// a batch flood is refused in its class and never shuts pages out. Inside
+// batch, each tenant's requests form one flow: a tenant with many exports
+// running gets no more of the class than a tenant with one.
+func ExampleConfig_classes() {
+	pool, err := reqpool.New(reqpool.Config{
+		Workers: 8,
+		Classes: []reqpool.Class{
+			{Name: "interactive", Share: 4},
+			{Name: "batch", Share: 1, QueueSize: 64},
+		},
+		Classify: func(r *http.Request) (class, flow string) {
+			if r.URL.Path == "/export" {
+				return "batch", r.Header.Get("X-Tenant")
+			}
+			return "interactive", "" // each page request on its own
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer pool.Shutdown(context.Background())
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		err := reqpool.Fanout(r.Context(), reqpool.Func(func(ctx context.Context) error { return nil }))
+		reqpool.WriteError(w, r, err) // nil: writes nothing, and net/http answers 200
+	})
+	srv := httptest.NewServer(reqpool.Middleware(pool)(mux))
+	defer srv.Close()
+
+	for _, path := range []string{"/dashboard", "/export"} {
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		req.Header.Set("X-Tenant", "acme")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			panic(err)
+		}
+		resp.Body.Close()
+	}
+	for _, c := range pool.Stats().Classes {
+		fmt.Printf("%s: %d completed\n", c.Name, c.Completed)
+	}
+
+	// A job outside HTTP chooses its class and flow itself.
+	ctx, release, err := pool.NewClassContext(context.Background(), "batch", "acme")
+	if err != nil {
+		panic(err)
+	}
+	defer release()
+	fmt.Println(reqpool.Fanout(ctx, reqpool.Func(func(ctx context.Context) error { return nil })))
+	// Output:
+	// interactive: 1 completed
+	// batch: 1 completed
+	// <nil>
+}

@@ -61,11 +61,14 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	if h.err != nil {
 		return h.err // Classify named an unknown class
 	}
-	if n > p.cfg.MaxFanout {
+	if c := h.class; n > c.maxFanout {
 		s.mu.Lock()
-		h.class.counts.rejected++
+		c.counts.rejected++
 		s.mu.Unlock()
 		recordRefusal(ctx, obs, h.refusal(n, RefusedTooMany))
+		if c.maxFanout < p.cfg.MaxFanout {
+			return fmt.Errorf("%w: %d queries, class %q fits %d (Workers+QueueSize)", ErrTooManyTasks, n, c.name, c.maxFanout)
+		}
 		return fmt.Errorf("%w: %d queries, MaxFanout is %d", ErrTooManyTasks, n, p.cfg.MaxFanout)
 	}
 	if err := checkQueries(queries); err != nil {

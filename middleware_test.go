@@ -153,9 +153,11 @@ func FuzzRequestID(f *testing.F) {
 // TestClientDisconnect is the case the library exists for: a client hangs up
 // while its fan-out runs. Its queued queries must never start, its running
 // ones must stop, and the pool must be idle almost at once.
-func TestClientDisconnect(t *testing.T) {
+func TestClientDisconnect(t *testing.T) { eachLayout(t, inClientDisconnect) }
+
+func inClientDisconnect(t *testing.T, l layout) {
 	const workers = 4
-	p := newPool(t, Config{Workers: workers})
+	p := l.pool(t, Config{Workers: workers})
 	started := make(chan string, 100)
 	served := make(chan time.Time, 1)
 	wrote := make(chan bool, 1)
@@ -260,9 +262,11 @@ func launch(c *http.Client, url string, start time.Time, at time.Duration, out c
 // 2×n/4×T, which no policy beats. Round-robin would interleave them and
 // finish the first later. The order of completions is the assertion; the
 // times are logged.
-func TestFairSeedCase(t *testing.T) {
+func TestFairSeedCase(t *testing.T) { eachLayout(t, inFairSeedCase) }
+
+func inFairSeedCase(t *testing.T, l layout) {
 	const T = 100 * time.Millisecond
-	p := newPool(t, Config{Workers: 4})
+	p := l.pool(t, Config{Workers: 4})
 	var mu sync.Mutex // protects order
 	var order []string
 	srv, cl := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
@@ -318,12 +322,14 @@ func TestFairSeedCase(t *testing.T) {
 // here a small request waits for the next free slot, so at most one wave of
 // the large one's queries (8) completes while it waits, and another while
 // its own run: counted, at most 3×Workers, whatever the machine's speed.
-func TestSmallBehindLarge(t *testing.T) {
+func TestSmallBehindLarge(t *testing.T) { eachLayout(t, inSmallBehindLarge) }
+
+func inSmallBehindLarge(t *testing.T, l layout) {
 	const (
 		T       = 20 * time.Millisecond
 		workers = 8
 	)
-	p := newPool(t, Config{Workers: workers, MaxFanout: 160})
+	p := l.pool(t, Config{Workers: workers, MaxFanout: 160})
 	var bigDone atomic.Int64 // queries of the big request completed
 	started := make(chan struct{}, 512)
 	srv, c := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
@@ -404,7 +410,9 @@ func percentile(sorted []time.Duration, pct float64) time.Duration {
 // within n×Workers + QueueSize + n + Workers completions of its admission
 // (see Pool). Counting completions makes the bound exact, whatever the
 // machine's speed.
-func TestNoStarvation(t *testing.T) {
+func TestNoStarvation(t *testing.T) { eachLayout(t, inNoStarvation) }
+
+func inNoStarvation(t *testing.T, l layout) {
 	const (
 		T         = 10 * time.Millisecond
 		workers   = 2
@@ -412,7 +420,7 @@ func TestNoStarvation(t *testing.T) {
 		clients   = 6
 		n         = 10
 	)
-	p := newPool(t, Config{Workers: workers, QueueSize: queueSize})
+	p := l.pool(t, Config{Workers: workers, QueueSize: queueSize})
 	srv, c := serve(t, p, fanoutHandler(nil), nil)
 
 	stop := make(chan struct{})

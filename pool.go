@@ -39,10 +39,11 @@ type Config struct {
 	PerRequest int
 
 	// MaxFanout is the most queries one Fanout call may have; more gives
-	// ErrTooManyTasks. 0 means DefaultMaxFanout (128), lowered to Workers
-	// plus the smallest queue bound (QueueSize, or the smallest class's)
-	// when that is smaller. A larger explicit value is rejected, since such
-	// a Fanout could never fit.
+	// ErrTooManyTasks. 0 means DefaultMaxFanout (128), lowered to
+	// Workers+QueueSize (with Classes, the largest class queue) when that is
+	// smaller. A larger explicit value is rejected, since such a Fanout could
+	// never fit. A class whose queue is smaller refuses, with
+	// ErrTooManyTasks, a Fanout of more than Workers plus its QueueSize.
 	MaxFanout int
 
 	// RetryAfter is the delay that WriteError advertises in the Retry-After
@@ -119,12 +120,12 @@ func (c Config) withDefaults() (Config, error) {
 		return c, err
 	}
 	c.Classes = classes
-	fits := c.Workers + c.smallestQueue()
+	fits := c.Workers + c.largestQueue()
 	if c.MaxFanout == 0 {
 		c.MaxFanout = min(DefaultMaxFanout, fits)
 	}
 	if c.MaxFanout > fits {
-		return c, fmt.Errorf("%w: MaxFanout %d exceeds Workers plus the smallest queue bound (%d): such a Fanout could never be admitted",
+		return c, fmt.Errorf("%w: MaxFanout %d exceeds Workers plus the largest queue bound (%d): such a Fanout could never be admitted",
 			ErrInvalidConfig, c.MaxFanout, fits)
 	}
 	if c.RetryAfter == 0 {

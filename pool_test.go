@@ -117,7 +117,11 @@ func TestPerRequestCap(t *testing.T) {
 }
 
 func TestFirstErrorCancelsSiblingsAndDropsQueued(t *testing.T) {
-	p := newPool(t, Config{Workers: 2})
+	eachLayout(t, inFirstErrorCancelsSiblingsAndDropsQueued)
+}
+
+func inFirstErrorCancelsSiblingsAndDropsQueued(t *testing.T, l layout) {
+	p := l.pool(t, Config{Workers: 2})
 	boom := errors.New("boom")
 	var started atomic.Int32
 	blocked := make(chan struct{})
@@ -139,7 +143,7 @@ func TestFirstErrorCancelsSiblingsAndDropsQueued(t *testing.T) {
 	for range 8 {
 		qs = append(qs, Func(func(context.Context) error { started.Add(1); return nil }))
 	}
-	err := Fanout(handleCtx(t, p), qs...)
+	err := Fanout(l.handle(t, p), qs...)
 	var qe *QueryError
 	if !errors.As(err, &qe) || qe.Index != 1 || !errors.Is(err, boom) {
 		t.Fatalf("Fanout = %v, want *QueryError{Index: 1} wrapping boom", err)
@@ -341,10 +345,12 @@ func nested(ctx context.Context, depth, width int, leaf func()) error {
 	return Fanout(ctx, qs...)
 }
 
-func TestNestedFanoutNeverDeadlocks(t *testing.T) {
+func TestNestedFanoutNeverDeadlocks(t *testing.T) { eachLayout(t, inNestedFanoutNeverDeadlocks) }
+
+func inNestedFanoutNeverDeadlocks(t *testing.T, l layout) {
 	for _, workers := range []int{1, 4} {
 		t.Run(fmt.Sprintf("Workers=%d", workers), func(t *testing.T) {
-			p := newPool(t, Config{Workers: workers})
+			p := l.pool(t, Config{Workers: workers})
 			var g gauge
 			var leaves atomic.Int32
 			leaf := func() {
@@ -359,7 +365,7 @@ func TestNestedFanoutNeverDeadlocks(t *testing.T) {
 			errs := make(chan error, 4)
 			for range 4 {
 				wg.Go(func() {
-					ctx, release := p.NewContext(context.Background())
+					ctx, release := l.newContext(t, p)
 					defer release()
 					errs <- nested(ctx, 2, 3, leaf) // 3 → 9 → 27 leaves: nested two deep
 				})
@@ -388,11 +394,15 @@ func TestNestedFanoutNeverDeadlocks(t *testing.T) {
 }
 
 func TestShutdownLetsAdmittedWorkFinish(t *testing.T) {
-	p, err := New(Config{Workers: 2})
+	eachLayout(t, inShutdownLetsAdmittedWorkFinish)
+}
+
+func inShutdownLetsAdmittedWorkFinish(t *testing.T, l layout) {
+	p, err := New(l.config(Config{Workers: 2}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, release := p.NewContext(context.Background())
+	ctx, release := l.newContext(t, p)
 	defer release()
 	running := make(chan struct{}, 6)
 	hold := make(chan struct{})

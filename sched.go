@@ -122,7 +122,8 @@ func (g *group) call(i int) (err error) {
 func newSched(cfg Config) *sched {
 	s := &sched{workers: cfg.Workers, perRequest: cfg.PerRequest, requests: make(map[*request]struct{})}
 	for _, c := range cfg.classes() {
-		k := &class{name: c.Name, share: c.Share, queueSize: c.QueueSize, named: make(map[string]*flow)}
+		k := &class{name: c.Name, share: c.Share, queueSize: c.QueueSize, maxFanout: min(cfg.MaxFanout, cfg.Workers+c.QueueSize),
+			named: make(map[string]*flow)}
 		k.anon = &flow{class: k, index: -1}
 		s.classes = append(s.classes, k)
 	}

@@ -1,0 +1,291 @@
+package reqpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+)
+
+// Scheduler tests for classes and flows, driven by hand as in
+// sched_test.go: no goroutine, HTTP or clock.
+
+// regIn registers a request in the class named class and its flow named
+// flow.
+func (s *sched) regIn(t *testing.T, class, flow string) *request {
+	t.Helper()
+	c, err := s.class(class)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.register("", c, flow)
+}
+
+// classOwn returns how many queries each class executes, in order.
+func (s *sched) classOwn() []int {
+	var own []int
+	for _, c := range s.classes {
+		own = append(own, c.own)
+	}
+	return own
+}
+
+// fill starts queries until no slot is free or nothing is ready, and
+// returns the groups they belong to.
+func (s *sched) fill() []*group {
+	var gs []*group
+	for s.slots < s.workers {
+		g := s.next()
+		if g == nil {
+			break
+		}
+		gs = append(gs, g)
+	}
+	return gs
+}
+
+var twoClasses = []Class{{Name: "interactive", Share: 3}, {Name: "batch", Share: 1}}
+
+func TestSchedClassShares(t *testing.T) {
+	s := testSched(t, Config{Workers: 8, Classes: twoClasses})
+	for range 20 {
+		s.admitN(t, s.regIn(t, "batch", ""), 1) // batch came first
+	}
+	for range 5 {
+		s.admitN(t, s.regIn(t, "interactive", ""), 4)
+	}
+	s.fill()
+	if got, want := s.classOwn(), []int{6, 2}; !slices.Equal(got, want) {
+		t.Fatalf("8 workers went %v to (interactive share 3, batch share 1), want %v", got, want)
+	}
+	// Each worker that frees up goes to the class furthest below its share,
+	// so the split holds whichever class's query ends.
+	for _, from := range []string{"interactive", "batch", "batch", "interactive"} {
+		for _, g := range s.running() {
+			if g.req.flow.class.name == from {
+				s.done(g)
+				break
+			}
+		}
+		s.fill()
+		if got, want := s.classOwn(), []int{6, 2}; !slices.Equal(got, want) {
+			t.Fatalf("after a query of %s ended: %v, want %v", from, got, want)
+		}
+	}
+}
+
+// running returns one group per query executing, oldest first; test-only
+// bookkeeping of what fill and next started.
+func (s *sched) running() []*group {
+	var gs []*group
+	for r := range s.requests {
+		for g := r.liveGroups.head; g != nil; g = g.links[liveList].next {
+			for range g.executing {
+				gs = append(gs, g)
+			}
+		}
+	}
+	return gs
+}
+
+func TestSchedClassAloneUsesEveryWorker(t *testing.T) {
+	s := testSched(t, Config{Workers: 4, Classes: twoClasses})
+	s.admitN(t, s.regIn(t, "batch", ""), 10)
+	s.fill()
+	if got := s.classOwn(); !slices.Equal(got, []int{0, 4}) {
+		t.Errorf("batch alone got %v of 4 workers, want all", got)
+	}
+	// Interactive arrives: executing batch queries are not preempted, and
+	// every worker that frees up goes to interactive until it has its share.
+	s.admitN(t, s.regIn(t, "interactive", ""), 10)
+	for i, want := range [][]int{{1, 3}, {2, 2}, {3, 1}, {3, 1}} {
+		var batch *group
+		for _, g := range s.running() {
+			if g.req.flow.class.name == "batch" {
+				batch = g
+			}
+		}
+		s.done(batch)
+		s.fill()
+		if got := s.classOwn(); !slices.Equal(got, want) {
+			t.Errorf("after %d batch completions: %v, want %v", i+1, got, want)
+		}
+	}
+}
+
+// TestSchedClassBound: a class with work and nothing executing starts a
+// query within K starts (K classes), however large the others' shares.
+func TestSchedClassBound(t *testing.T) {
+	classes := []Class{{Name: "a", Share: MaxShare}, {Name: "b", Share: 1000}, {Name: "c", Share: 1}}
+	s := testSched(t, Config{Workers: 3, Classes: classes})
+	for _, c := range classes {
+		s.admitN(t, s.regIn(t, c.Name, ""), 50)
+	}
+	var order []string
+	var running []*group // oldest first
+	for len(order) < 120 {
+		if s.slots == s.workers {
+			// Every worker is busy: the oldest query ends.
+			s.done(running[0])
+			running = running[1:]
+		}
+		g := s.next()
+		running = append(running, g)
+		order = append(order, g.req.flow.class.name)
+	}
+	// Measure the longest run of starts without class c while c had no
+	// query executing.
+	idle, worst := 0, 0
+	for _, name := range order {
+		if name == "c" {
+			idle = 0
+			continue
+		}
+		idle++
+		worst = max(worst, idle)
+	}
+	t.Logf("starts: %v", order[:12])
+	if !slices.Contains(order, "c") {
+		t.Fatalf("class c (share 1 against %d and 1000) never started a query", MaxShare)
+	}
+	// c holds at most one worker (its share is tiny), so between two of
+	// its starts its one query must end (the pool runs 3) and then it waits
+	// at most K = 3 starts: at most 3 + 3 starts without c.
+	if worst > 2*len(classes) {
+		t.Errorf("class c went %d starts without a query, want at most %d", worst, 2*len(classes))
+	}
+}
+
+// TestSchedFlowsShareEqually: a flow with many requests and a flow with
+// one get the same number of workers.
+func TestSchedFlowsShareEqually(t *testing.T) {
+	s := testSched(t, Config{Workers: 4})
+	for range 10 {
+		s.admitN(t, s.regIn(t, "", "A"), 2)
+	}
+	s.admitN(t, s.regIn(t, "", "B"), 8)
+	byFlow := func() map[string]int {
+		m := map[string]int{}
+		for _, g := range s.running() {
+			m[g.req.flow.name]++
+		}
+		return m
+	}
+	s.fill()
+	if m := byFlow(); m["A"] != 2 || m["B"] != 2 {
+		t.Fatalf("4 workers went %v, want 2 to each flow", m)
+	}
+	for range 6 {
+		s.done(s.running()[0]) // any one
+		s.fill()
+		if m := byFlow(); m["A"] != 2 || m["B"] != 2 {
+			t.Fatalf("after a completion: %v, want 2 to each flow", m)
+		}
+	}
+}
+
+// TestSchedFlowBound: a flow with work and nothing executing starts a
+// query within F starts of its class (F flows with work), however many
+// requests the others have.
+func TestSchedFlowBound(t *testing.T) {
+	const flows = 5
+	s := testSched(t, Config{Workers: 2, QueueSize: 4096})
+	for i := range flows {
+		for range 3 + 10*i {
+			s.admitN(t, s.regIn(t, "", fmt.Sprint("f", i)), 1)
+		}
+	}
+	last := map[string]int{} // each flow's last start
+	worst := 0
+	var running []*group // oldest first
+	for n := 0; ; n++ {
+		if s.slots == s.workers {
+			s.done(running[0])
+			running = running[1:]
+		}
+		g := s.next()
+		if g == nil {
+			break
+		}
+		running = append(running, g)
+		f := g.req.flow
+		if prev, ok := last[f.name]; ok {
+			worst = max(worst, n-prev)
+		} else {
+			worst = max(worst, n+1)
+		}
+		last[f.name] = n
+		if s.classes[0].named[f.name].ready.Len() == 0 {
+			delete(last, f.name) // no more work: no longer owed a turn
+		}
+	}
+	// With 2 workers a flow has at most one query executing while others
+	// wait; it is served again within F starts once that one ends, one
+	// more start passing meanwhile.
+	if worst > flows+1 {
+		t.Errorf("a flow with work went %d starts unserved, want at most F+1 = %d", worst, flows+1)
+	}
+}
+
+// TestSchedFlowlessInsideClass: requests without a flow keep fewest
+// remaining first among themselves, and together share their class with a
+// named flow as one flow.
+func TestSchedFlowlessInsideClass(t *testing.T) {
+	s := testSched(t, Config{Workers: 2})
+	big, small := s.regIn(t, "", ""), s.regIn(t, "", "")
+	tenant := s.regIn(t, "", "T")
+	s.admitN(t, big, 4)
+	s.admitN(t, small, 1)
+	s.admitN(t, tenant, 4)
+	var order []string
+	for g := s.next(); g != nil; g = s.next() {
+		name := map[*request]string{big: "big", small: "small", tenant: "T"}[g.req]
+		order = append(order, name)
+		s.done(g)
+	}
+	// One worker at a time: the flowless set and T alternate; inside the
+	// set, small (1 left) goes before big (4 left).
+	want := []string{"small", "T", "big", "T", "big", "T", "big", "T", "big"}
+	if !slices.Equal(order, want) {
+		t.Errorf("order %v, want %v", order, want)
+	}
+}
+
+// TestSchedClassQueues: a full queue refuses its own class only.
+func TestSchedClassQueues(t *testing.T) {
+	s := testSched(t, Config{Workers: 2, QueueSize: 100,
+		Classes: []Class{{Name: "interactive", Share: 4}, {Name: "batch", QueueSize: 3}}})
+	s.admitN(t, s.regIn(t, "batch", ""), 5) // 2 free workers + 3
+	s.fill()
+	g := &group{sched: s, req: s.regIn(t, "batch", ""), queries: repeat(1, Func(noop))}
+	g.Context, g.cancel = context.WithCancelCause(context.Background())
+	defer g.cancel(nil)
+	if err := s.admit(g, false); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("batch beyond its QueueSize 3: %v, want ErrQueueFull", err)
+	}
+	s.admitN(t, s.regIn(t, "interactive", ""), 100) // interactive's own queue
+	st := []counters{s.classes[0].counts, s.classes[1].counts}
+	if st[0].rejected != 0 || st[1].rejected != 1 {
+		t.Errorf("rejections %+v, want one for batch only", st)
+	}
+}
+
+// TestSchedFlowsRetire: a named flow is forgotten once its last request is
+// released and its last query has ended.
+func TestSchedFlowsRetire(t *testing.T) {
+	s := testSched(t, Config{Workers: 2})
+	a, b := s.regIn(t, "", "tenant"), s.regIn(t, "", "tenant")
+	s.admitN(t, a, 1)
+	g := s.next()
+	c := s.classes[0]
+	s.unregister(a) // released while its query runs
+	s.unregister(b)
+	if c.named["tenant"] == nil {
+		t.Fatalf("the flow was forgotten while its query ran")
+	}
+	s.done(g)
+	if len(c.named) != 0 {
+		t.Errorf("named flows after the last request ended: %v", c.named)
+	}
+}
