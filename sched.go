@@ -167,8 +167,8 @@ func (s *sched) admit(g *group, lent bool) error {
 		return context.Canceled
 	}
 	free := s.workers - s.slots
-	if cap := s.perRequest; cap > 0 {
-		free = min(free, cap-r.own)
+	if limit := s.perRequest; limit > 0 {
+		free = min(free, limit-r.own)
 	}
 	free = max(free, 0)
 	if lent {
