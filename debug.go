@@ -16,12 +16,16 @@ import (
 //
 //   - the configuration, with the defaults filled in (Config);
 //   - the gauges and counters (Stats);
+//   - when the pool has Classes, a Classify, or requests in named flows:
+//     each class with its share, queue bound, gauges and counters
+//     (Stats.Classes, among them how many named flows it has);
 //   - the queue wait and the run time of the latest 2,048 queries that ran,
 //     each as p50, p90, p99 and max, and a histogram;
-//   - every live request that has fanned out: its id, its age (since its
-//     first Fanout), its queued and running queries, and its place in the
-//     queue (1 for the request whose query starts next; none for a request
-//     with nothing queued, or at its PerRequest cap).
+//   - every live request that has fanned out: its id, its class and flow
+//     (when the classes are shown), its age (since its first Fanout), its
+//     queued and running queries, and its place in its flow's queue (1 for
+//     the request whose query its flow starts next; none for a request with
+//     nothing queued, or at its PerRequest cap).
 //
 // It refreshes itself every 2 seconds, runs no script and loads nothing
 // from elsewhere, so it works offline. With ?format=json the handler
@@ -29,20 +33,39 @@ import (
 //
 //	{
 //	  "time": "2026-11-25T15:20:31.5Z",
-//	  "config": {"Workers": 16, "QueueSize": 1024, ...},
-//	  "stats": {"Workers": 16, "Running": 16, "Queued": 40, "Requests": 3, "Submitted": 5120, ...},
-//	  "requests": [{"id": "report-7", "age_seconds": 1.52, "queued": 36, "running": 4, "place": 2}, ...],
+//	  "config": {"Workers": 16, "QueueSize": 1024, ..., "Classes": [{"Name": "web", "Share": 3, ...}, ...]},
+//	  "stats": {"Workers": 16, "Running": 16, "Queued": 40, "Requests": 3, "Submitted": 5120, ...,
+//	            "Classes": [{"Name": "web", "Running": 12, "Queued": 4, "Flows": 2, ...}, ...]},
+//	  "requests": [{"id": "report-7", "class": "web", "flow": "tenant-42", "age_seconds": 1.52,
+//	                "queued": 36, "running": 4, "place": 2}, ...],
 //	  "window": {"queries": 2048, "since": "2026-11-25T15:20:20.1Z"},
 //	  "queue_wait": {"p50_seconds": 0.0012, "p90_seconds": 0.0081, "p99_seconds": 0.021, "max_seconds": 0.034},
 //	  "run_time": {"p50_seconds": 0.0031, ...}
 //	}
 //
 // "config" and "stats" hold the fields of Config and Stats under their Go
-// names, so that they decode into those types (RetryAfter in nanoseconds).
-// "requests" lists the queue first, in its order, then the other live
-// requests, oldest first; their "place" is 0. "window" says how many
-// queries the distributions cover and when the oldest of them ended
-// ("since" is absent while there are none).
+// names, so that they decode into those types (RetryAfter in nanoseconds;
+// Classify is left out). A class's share and queue bound are in
+// config.Classes (null without Classes), its gauges and counters in
+// stats.Classes, which has one entry per class (one named "" without
+// Classes).
+//
+// "requests" lists the requests in the queue first (those with queries
+// queued and below their PerRequest cap), then the other live requests,
+// oldest first, whose "place" is 0. "class" is the request's class (""
+// without Classes) and "flow" its flow ("" for none: a class's flowless
+// requests share one flow). The requests in the queue come grouped by
+// class, in Config.Classes' order; in a class, by flow, in the order the
+// class would serve its flows now (fewest queries executing first, then the
+// one whose turn came longest ago); in a flow, in the order the flow serves
+// them (see Pool). Their "place" is their rank in their flow: 1 for the
+// flow's next. Which class and flow a free slot goes to depends on what is
+// executing when it frees up, so no rank across flows would hold. With one
+// class and no named flows, as in a pool without Classes and Classify, the
+// list is the pool's queue in order and the place a request's rank in it.
+//
+// "window" says how many queries the distributions cover and when the
+// oldest of them ended ("since" is absent while there are none).
 //
 // The page shows request ids, which can come from clients' X-Request-ID
 // headers, and what every request is doing: do not expose it publicly.
@@ -137,15 +160,30 @@ type debugView struct {
 	QueueWait distribution   `json:"queue_wait"`
 	RunTime   distribution   `json:"run_time"`
 	Refresh   int            `json:"-"` // seconds between reloads
+
+	// The page's alone. QueueBound is the pool's queue bound: the sum of
+	// its classes' (Config.QueueSize without Classes). Classes is nil
+	// when the page shows no classes (see classesShown).
+	QueueBound int          `json:"-"`
+	Classes    []debugClass `json:"-"`
 }
 
 // debugRequest is one live request.
 type debugRequest struct {
 	ID      string  `json:"id"`
+	Class   string  `json:"class"` // "" in a pool without Classes
+	Flow    string  `json:"flow"`  // "": in no named flow
 	Age     seconds `json:"age_seconds"`
 	Queued  int     `json:"queued"`
 	Running int     `json:"running"`
-	Place   int     `json:"place"` // 0: not in the queue (nothing queued, or at its PerRequest cap)
+	Place   int     `json:"place"` // its rank in its flow's queue, from 1; 0: not in it (nothing queued, or at its PerRequest cap)
+}
+
+// debugClass is one class's row on the page: its Class settings, after
+// defaults, and its figures.
+type debugClass struct {
+	ClassStats
+	Share, QueueSize int
 }
 
 // debugWindow says what the distributions cover: the latest Queries
@@ -192,17 +230,45 @@ func (s seconds) String() string { return roundDuration(time.Duration(s)).String
 func (h *debugHandler) view() debugView {
 	p := h.pool
 	v := debugView{Config: p.Config(), Stats: p.Stats(), Refresh: debugRefresh}
+	classes := v.Config.classes() // in the order of v.Stats.Classes
+	for _, c := range classes {
+		v.QueueBound += c.QueueSize
+	}
+	if classesShown(v.Config, v.Stats) {
+		v.Classes = make([]debugClass, len(classes))
+		for i, c := range classes {
+			v.Classes[i] = debugClass{ClassStats: v.Stats.Classes[i], Share: c.Share, QueueSize: c.QueueSize}
+		}
+	}
 	live := p.sched.liveRequests()
 	now := time.Now() // after the snapshot: no age is negative
 	v.Time = now
 	v.Requests = make([]debugRequest, len(live))
 	for i, r := range live {
-		v.Requests[i] = debugRequest{ID: r.id, Age: seconds(now.Sub(r.since)), Queued: r.queued, Running: r.running, Place: r.place}
+		v.Requests[i] = debugRequest{ID: r.id, Class: r.class.name, Flow: r.flow, Age: seconds(now.Sub(r.since)),
+			Queued: r.queued, Running: r.running, Place: r.place}
 	}
 	waits, runs, since := h.window.read()
 	v.Window = debugWindow{Queries: len(waits), Since: since}
 	v.QueueWait, v.RunTime = summarise(waits), summarise(runs)
 	return v
+}
+
+// classesShown reports whether the page shows the classes table and the
+// requests' class and flow: when the pool has Classes or a Classify, which
+// holds for its whole life, or else while some request is in a named flow
+// (NewClassContext). A plain pool's page has no column that would always
+// be empty.
+func classesShown(cfg Config, st Stats) bool {
+	if len(cfg.Classes) > 0 || cfg.Classify != nil {
+		return true
+	}
+	for _, c := range st.Classes {
+		if c.Flows > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // summarise returns the distribution of sorted, which may be empty.

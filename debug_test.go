@@ -4,6 +4,7 @@ package reqpool
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,11 +43,12 @@ type debugScene struct {
 	held    int        // held requests sent
 }
 
-// newDebugScene starts the scene, with the page's history warmed by 24
-// small requests whose queries sleep 1–6 ms, 6 at a time.
-func newDebugScene(t *testing.T) *debugScene {
+// newDebugScene starts the scene on a pool configured by cfg, with the
+// page's history warmed by 24 small requests whose queries sleep 1–6 ms, 6
+// at a time, in the first class.
+func newDebugScene(t *testing.T, cfg Config) *debugScene {
 	t.Helper()
-	p := newPool(t, Config{Workers: 4, QueueSize: 64, MaxFanout: 64})
+	p := newPool(t, cfg)
 	debug := p.DebugHandler() // before any query, so that the page sees them all
 	hold := make(chan struct{})
 	var once sync.Once
@@ -99,6 +101,12 @@ func newDebugScene(t *testing.T) *debugScene {
 	return sc
 }
 
+// classifyForm is a Config.Classify that takes the class and flow from the
+// request's class and flow parameters.
+func classifyForm(r *http.Request) (class, flow string) {
+	return r.FormValue("class"), r.FormValue("flow")
+}
+
 // hold sends a request with id for the held queries that query (n=N, and
 // so on) asks of /fanout, and waits until the pool's gauges reach running,
 // queued and requests.
@@ -141,6 +149,8 @@ type debugJSON struct {
 	Stats    Stats     `json:"stats"`
 	Requests []struct {
 		ID      string  `json:"id"`
+		Class   string  `json:"class"`
+		Flow    string  `json:"flow"`
 		Age     float64 `json:"age_seconds"`
 		Queued  int     `json:"queued"`
 		Running int     `json:"running"`
@@ -187,7 +197,7 @@ func (sc *debugScene) readJSON(t *testing.T) (debugJSON, map[string]json.RawMess
 }
 
 func TestDebugHandlerLive(t *testing.T) {
-	sc := newDebugScene(t)
+	sc := newDebugScene(t, Config{Workers: 4, QueueSize: 64, MaxFanout: 64})
 	// A request that has fanned out and lingers, with nothing queued or
 	// running; a large request that takes the 4 workers and queues 36; two
 	// small ones that queue behind it and go first (fewest remaining first).
@@ -221,6 +231,9 @@ func TestDebugHandlerLive(t *testing.T) {
 			if r.Age <= 0 || r.Age > 60 {
 				t.Errorf("request %s: age %v s", r.ID, r.Age)
 			}
+			if r.Class != "" || r.Flow != "" {
+				t.Errorf("request %s: class %q, flow %q in a pool without classes or flows", r.ID, r.Class, r.Flow)
+			}
 		}
 		wantRows := []row{{"dash-a", 3, 0, 1}, {"dash-b", 5, 0, 2}, {"report-large", 36, 4, 3}, {"session-idle", 0, 0, 0}}
 		if !slices.Equal(got, wantRows) {
@@ -241,7 +254,7 @@ func TestDebugHandlerLive(t *testing.T) {
 		checkKeys(t, "config", raw["config"], goNames(Config{}))
 		var reqs []json.RawMessage
 		json.Unmarshal(raw["requests"], &reqs)
-		checkKeys(t, "requests[0]", reqs[0], []string{"id", "age_seconds", "queued", "running", "place"})
+		checkKeys(t, "requests[0]", reqs[0], []string{"id", "class", "flow", "age_seconds", "queued", "running", "place"})
 		checkKeys(t, "run_time", raw["run_time"], []string{"p50_seconds", "p90_seconds", "p99_seconds", "max_seconds"})
 	})
 
@@ -249,27 +262,18 @@ func TestDebugHandlerLive(t *testing.T) {
 		bin := chromium(t)
 		url := sc.srv + "/debug/reqpool"
 		dom := string(runChromium(t, bin, "--dump-dom", url))
-		cells := requestRows(dom)
-		for _, want := range []map[string]string{
-			{"place": "3", "id": "report-large", "queued": "36", "running": "4"},
-			{"place": "1", "id": "dash-a", "queued": "3", "running": "0"},
-			{"place": "–", "id": "session-idle", "queued": "0", "running": "0"},
-		} {
-			got := cells[want["id"]]
-			for k, v := range want {
-				if got[k] != v {
-					t.Errorf("the page's row of %s: %s is %q, want %q (row %v)", want["id"], k, got[k], v, got)
-				}
-			}
-			if got["age"] == "" {
-				t.Errorf("the page's row of %s shows no age", want["id"])
-			}
+		// Exactly the columns of a pool without classes or flows: no class
+		// or flow, and no classes table.
+		checkRows(t, "request", tableRows(dom, "request", "id"), []map[string]string{
+			{"place": "3", "id": "report-large", "age": "", "queued": "36", "running": "4"},
+			{"place": "1", "id": "dash-a", "age": "", "queued": "3", "running": "0"},
+			{"place": "–", "id": "session-idle", "age": "", "queued": "0", "running": "0"},
+		})
+		if strings.Contains(dom, `class="card classes"`) {
+			t.Errorf("the page of a pool without classes or flows shows a classes table")
 		}
-		for id, want := range map[string]string{"stat-running": "4", "stat-queued": "44", "stat-requests": "4", "config-workers": "4"} {
-			if got := elementText(dom, id); got != want {
-				t.Errorf("the page's #%s shows %q, want %q", id, got, want)
-			}
-		}
+		checkElements(t, dom, map[string]string{"stat-running": "4", "stat-queued": "44", "queue-bound": "/ 64",
+			"stat-requests": "4", "config-workers": "4"})
 		if n := strings.Count(dom, `<rect class="bar"`); n == 0 {
 			t.Errorf("the page has no histogram bars")
 		}
@@ -300,6 +304,99 @@ func TestDebugHandlerLive(t *testing.T) {
 	if len(v.Requests) != 0 || v.Stats.Requests != 0 || v.Stats.Running != 0 || v.Stats.Queued != 0 {
 		t.Errorf("after the held requests: %+v, requests %+v", v.Stats, v.Requests)
 	}
+}
+
+// classedRow is a live request as the tests of classes and flows check it.
+type classedRow struct {
+	id, class, flow        string
+	queued, running, place int
+}
+
+// TestDebugHandlerClasses: a pool of two classes, with named flows and
+// flowless requests in each, shows each request's class, flow and place in
+// its flow, and each class's figures, in the JSON and on the page.
+func TestDebugHandlerClasses(t *testing.T) {
+	sc := newDebugScene(t, Config{Workers: 2, QueueSize: 64, Classify: classifyForm,
+		Classes: []Class{{Name: "web", Share: 3}, {Name: "batch", QueueSize: 10}}})
+	// A lingering web request in flow tenant-y; a batch request of flow
+	// etl that takes both workers and queues 4, and behind it another of
+	// etl and one of ml; a batch request that does not fit the batch queue
+	// (10), refused; in web, a request of flow tenant-x, then two flowless
+	// ones, one of them classed by default ("" is the first class).
+	sc.hold(t, "session-y", "class=web&flow=tenant-y&n=1&sleep=1ms&linger=1", 0, 0, 1)
+	sc.hold(t, "etl-1", "class=batch&flow=etl&n=6", 2, 4, 2)
+	sc.hold(t, "etl-2", "class=batch&flow=etl&n=2", 2, 6, 3)
+	sc.hold(t, "ml-1", "class=batch&flow=ml&n=3", 2, 9, 4)
+	if r := get(context.Background(), sc.client, sc.srv+"/fanout?class=batch&flow=etl&n=2"); r.status != http.StatusServiceUnavailable {
+		t.Errorf("a batch Fanout past the batch queue: %d %v, want 503", r.status, r.err)
+	}
+	sc.hold(t, "x-1", "class=web&flow=tenant-x&n=4", 2, 13, 5)
+	sc.hold(t, "page-a", "class=web&n=2", 2, 15, 6)
+	sc.hold(t, "page-b", "n=1", 2, 16, 7)
+
+	// In web, tenant-x and the flowless requests have none executing and
+	// became ready at the same turn: tenant-x, ready first, is the class's
+	// next. In batch, ml has none executing and goes before etl, which has
+	// 2. Within a flow, fewest remaining first.
+	wantRows := []classedRow{
+		{"x-1", "web", "tenant-x", 4, 0, 1},
+		{"page-b", "web", "", 1, 0, 1},
+		{"page-a", "web", "", 2, 0, 2},
+		{"ml-1", "batch", "ml", 3, 0, 1},
+		{"etl-2", "batch", "etl", 2, 0, 1},
+		{"etl-1", "batch", "etl", 4, 2, 2},
+		{"session-y", "web", "tenant-y", 0, 0, 0},
+	}
+	const warm = 24 * 4 // the warm-up's queries, in web
+	wantStats := Stats{Workers: 2, Running: 2, Queued: 16, Requests: 7, Submitted: warm + 1 + 7 + 11, Completed: warm + 1, Rejected: 1,
+		Classes: []ClassStats{
+			{Name: "web", Queued: 7, Flows: 2, Submitted: warm + 1 + 7, Completed: warm + 1},
+			{Name: "batch", Running: 2, Queued: 9, Flows: 2, Submitted: 11, Rejected: 1},
+		}}
+
+	t.Run("json", func(t *testing.T) {
+		v, _ := sc.readJSON(t)
+		if !reflect.DeepEqual(v.Stats, wantStats) {
+			t.Errorf("stats %+v, want %+v", v.Stats, wantStats)
+		}
+		if !reflect.DeepEqual(v.Config.Classes, sc.pool.Config().Classes) || v.Config.Classes[0].Share != 3 {
+			t.Errorf("config.Classes %+v, want %+v", v.Config.Classes, sc.pool.Config().Classes)
+		}
+		var got []classedRow
+		for _, r := range v.Requests {
+			got = append(got, classedRow{r.ID, r.Class, r.Flow, r.Queued, r.Running, r.Place})
+		}
+		if !slices.Equal(got, wantRows) {
+			t.Errorf("requests\n%+v, want\n%+v", got, wantRows)
+		}
+	})
+
+	t.Run("chromium", func(t *testing.T) {
+		bin := chromium(t)
+		dom := string(runChromium(t, bin, "--dump-dom", sc.srv+"/debug/reqpool"))
+		checkRows(t, "class", tableRows(dom, "class", "name"), []map[string]string{
+			{"name": "web", "share": "3", "running": "0", "queued": "7 / 64", "flows": "2",
+				"submitted": strconv.Itoa(warm + 8), "completed": strconv.Itoa(warm + 1), "failed": "0", "dropped": "0", "rejected": "0"},
+			{"name": "batch", "share": "1", "running": "2", "queued": "9 / 10", "flows": "2",
+				"submitted": "11", "completed": "0", "failed": "0", "dropped": "0", "rejected": "1"},
+		})
+		var want []map[string]string
+		for _, r := range wantRows {
+			place := "–"
+			if r.place > 0 {
+				place = strconv.Itoa(r.place)
+			}
+			want = append(want, map[string]string{"id": r.id, "class": r.class, "flow": cmp.Or(r.flow, "–"), "age": "",
+				"queued": strconv.Itoa(r.queued), "running": strconv.Itoa(r.running), "place": place})
+		}
+		checkRows(t, "request", tableRows(dom, "request", "id"), want)
+		checkElements(t, dom, map[string]string{"stat-running": "2", "stat-queued": "16", "queue-bound": "/ 74", "stat-requests": "7"})
+		if t.Failed() {
+			t.Logf("the DOM:\n%s", dom)
+		}
+	})
+
+	sc.finish(t)
 }
 
 func TestDebugHandler(t *testing.T) {
@@ -408,6 +505,84 @@ func TestDebugLiveRequests(t *testing.T) {
 	want := []row{{"small", 1, 0, 1}, {"big", 6, 0, 2}, {"capped", 3, 2, 0}, {"idle", 0, 0, 0}}
 	if !slices.Equal(got, want) {
 		t.Errorf("live requests %+v, want %+v: the queue in order, then the others oldest first", got, want)
+	}
+}
+
+// TestDebugLiveRequestsClasses: the queue is listed by class, then by flow
+// in the order its class would serve them now (fewest executing, then the
+// older turn, then the class's next flow among equals, then by name), then
+// by key; places count within a flow.
+func TestDebugLiveRequestsClasses(t *testing.T) {
+	s := testSched(t, Config{Workers: 4, Classes: []Class{{Name: "web", Share: 2}, {Name: "batch"}}})
+	web, batch := s.classes[0], s.classes[1]
+	reg := func(id string, c *class, flow string, n int) {
+		r := s.register(id, c, flow)
+		if n > 0 {
+			s.admitN(t, r, n)
+		}
+	}
+	reg("c1", web, "tenant-c", 2)
+	reg("m1", web, "tenant-m", 1)
+	if g := s.next(); g == nil || g.req.id != "c1" {
+		t.Fatalf("the first query started is %v, want c1's (its flow was ready first)", g)
+	}
+	// tenant-c runs one and comes last; tenant-m became ready a turn
+	// before tenant-b and the anon flow, which tie on own and turn and go
+	// by name ("" first).
+	reg("b1", web, "tenant-b", 1)
+	reg("anon1", web, "", 3)
+	reg("anon2", web, "", 1)
+	reg("e1", batch, "etl", 2)
+	if g := s.next(); g == nil || g.req.id != "e1" {
+		t.Fatalf("the second query started is %v, want e1's (batch is the further below its share)", g)
+	}
+	reg("e2", batch, "etl", 1)
+	reg("l1", batch, "ml", 1)
+	reg("idle", web, "tenant-q", 0)
+
+	var got []classedRow
+	live := s.liveRequests()
+	for _, r := range live {
+		got = append(got, classedRow{r.id, r.class.name, r.flow, r.queued, r.running, r.place})
+	}
+	want := []classedRow{
+		{"m1", "web", "tenant-m", 1, 0, 1},
+		{"anon2", "web", "", 1, 0, 1},
+		{"anon1", "web", "", 3, 0, 2},
+		{"b1", "web", "tenant-b", 1, 0, 1},
+		{"c1", "web", "tenant-c", 1, 1, 1},
+		{"l1", "batch", "ml", 1, 0, 1},
+		{"e2", "batch", "etl", 1, 0, 1},
+		{"e1", "batch", "etl", 1, 1, 2},
+		{"idle", "web", "tenant-q", 0, 0, 0},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("live requests\n%+v, want\n%+v", got, want)
+	}
+	// Each class's first listed request is the one it would start next.
+	for _, c := range s.classes {
+		i := slices.IndexFunc(live, func(r liveRequest) bool { return r.class == c })
+		if next := c.ready[0].ready[0]; live[i].id != next.id {
+			t.Errorf("class %s lists %s first, and would start %s next", c.name, live[i].id, next.id)
+		}
+	}
+}
+
+// TestDebugLiveRequestsTie: of two flows with as many executing whose turns
+// came at once, the one the class serves next is listed first, whatever
+// their names.
+func TestDebugLiveRequestsTie(t *testing.T) {
+	s := testSched(t, Config{Workers: 1})
+	c := s.classes[0]
+	for _, flow := range []string{"tenant-z", "", "tenant-a"} {
+		s.admitN(t, s.register("in-"+flow, c, flow), 1)
+	}
+	var got []string
+	for _, r := range s.liveRequests() {
+		got = append(got, r.flow)
+	}
+	if next := c.ready[0]; next.name != "tenant-z" || !slices.Equal(got, []string{"tenant-z", "", "tenant-a"}) {
+		t.Errorf("flows listed %q, with %q next, want tenant-z (next), then by name", got, next.name)
 	}
 }
 
@@ -529,19 +704,60 @@ func checkKeys(t *testing.T, what string, obj json.RawMessage, want []string) {
 	}
 }
 
-// requestRows returns the cells of the page's request rows by class, keyed
-// by the request id.
-func requestRows(dom string) map[string]map[string]string {
+// tableRows returns the text of the cells of the page's rows of class
+// rowClass, each by its cell's class, keyed by the text of its cell of
+// class key.
+func tableRows(dom, rowClass, key string) map[string]map[string]string {
 	rows := map[string]map[string]string{}
-	cell := regexp.MustCompile(`<td class="(\w+)">([^<]*)</td>`)
-	for _, m := range regexp.MustCompile(`<tr class="request">(.*?)</tr>`).FindAllStringSubmatch(dom, -1) {
+	cell := regexp.MustCompile(`<td class="(\w+)">(.*?)</td>`)
+	tag := regexp.MustCompile(`<[^>]*>`)
+	for _, m := range regexp.MustCompile(`<tr class="`+rowClass+`">(.*?)</tr>`).FindAllStringSubmatch(dom, -1) {
 		cells := map[string]string{}
 		for _, c := range cell.FindAllStringSubmatch(m[1], -1) {
-			cells[c[1]] = c[2]
+			cells[c[1]] = strings.TrimSpace(tag.ReplaceAllString(c[2], ""))
 		}
-		rows[cells["id"]] = cells
+		rows[cells[key]] = cells
 	}
 	return rows
+}
+
+// checkRows checks that rows (from tableRows) has a row for each of want,
+// found by its "id" or "name" cell, with exactly want's cells and their
+// text; a cell wanted as "" is one whose text varies (an age), and must
+// only not be empty.
+func checkRows(t *testing.T, what string, rows map[string]map[string]string, want []map[string]string) {
+	t.Helper()
+	for _, w := range want {
+		var key string
+		for _, k := range []string{"id", "name"} {
+			if w[k] != "" {
+				key = w[k]
+			}
+		}
+		got, ok := rows[key]
+		if !ok {
+			t.Errorf("the page has no %s row %s", what, key)
+			continue
+		}
+		if !slices.Equal(slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(w))) {
+			t.Errorf("the page's %s row %s has the cells %q, want %q", what, key, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(w)))
+		}
+		for k, v := range w {
+			if got[k] != v && (v != "" || got[k] == "") {
+				t.Errorf("the page's %s row %s: %s is %q, want %q (row %v)", what, key, k, got[k], v, got)
+			}
+		}
+	}
+}
+
+// checkElements checks the text of the page's elements, by id.
+func checkElements(t *testing.T, dom string, want map[string]string) {
+	t.Helper()
+	for id, w := range want {
+		if got := elementText(dom, id); got != w {
+			t.Errorf("the page's #%s shows %q, want %q", id, got, w)
+		}
+	}
 }
 
 // elementText returns the text of the element with the given id, when it
