@@ -84,7 +84,7 @@ func TestNewValidatesClasses(t *testing.T) {
 		{Classes: []Class{{Name: "a", Share: -1}}},
 		{Classes: []Class{{Name: "a", Share: MaxShare + 1}}},
 		{Classes: []Class{{Name: "a", QueueSize: -1}}},
-		{Workers: 4, MaxFanout: 10, Classes: []Class{{Name: "a", QueueSize: 6}, {Name: "b", QueueSize: 5}}}, // 10 > 4+6
+		{Workers: 4, MaxFanout: 11, Classes: []Class{{Name: "a", QueueSize: 6}, {Name: "b", QueueSize: 5}}}, // 11 > 4+6
 	} {
 		if p, err := New(cfg); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("New(%+v) = %v, %v; want ErrInvalidConfig", cfg.Classes, p, err)
