@@ -3,6 +3,7 @@ package reqprom_test
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/reqpool/reqpool"
@@ -13,8 +14,15 @@ import (
 // show. A server would serve reg with
 // http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{})),
 // or register with prometheus.MustRegister and serve promhttp.Handler().
+//
+// The pool has two classes, and each class has its series: the request
+// here is of class batch (as Config.Classify would put it), whose flow,
+// tenant-7, is no label. A pool without Classes has class="" instead.
 func Example() {
-	pool, err := reqpool.New(reqpool.Config{Workers: 4})
+	pool, err := reqpool.New(reqpool.Config{
+		Workers: 4,
+		Classes: []reqpool.Class{{Name: "interactive", Share: 3}, {Name: "batch"}},
+	})
 	if err != nil {
 		panic(err)
 	}
@@ -23,7 +31,10 @@ func Example() {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(reqprom.NewCollector(pool))
 
-	ctx, release := pool.NewContext(context.Background())
+	ctx, release, err := pool.NewClassContext(context.Background(), "batch", "tenant-7")
+	if err != nil {
+		panic(err)
+	}
 	noop := reqpool.Func(func(context.Context) error { return nil })
 	if err := reqpool.Fanout(ctx, noop, noop, noop); err != nil {
 		panic(err)
@@ -35,27 +46,39 @@ func Example() {
 		panic(err)
 	}
 	for _, mf := range families {
-		fmt.Print(mf.GetName(), " ", mf.GetType())
+		switch mf.GetName() {
+		case "reqpool_workers", "reqpool_queries_queued", "reqpool_queries_total", "reqpool_queue_wait_seconds":
+		default:
+			continue
+		}
 		for _, m := range mf.GetMetric() {
+			var labels []string
 			for _, l := range m.GetLabel() {
-				fmt.Printf(" %s=%v", l.GetValue(), m.GetCounter().GetValue())
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
 			}
-			if h := m.GetHistogram(); h != nil {
-				fmt.Printf(" count=%d", h.GetSampleCount())
-			}
-			if g := m.GetGauge(); g != nil {
-				fmt.Printf(" %v", g.GetValue())
+			fmt.Printf("%s %s{%s} ", mf.GetType(), mf.GetName(), strings.Join(labels, ","))
+			switch {
+			case m.Counter != nil:
+				fmt.Println(m.GetCounter().GetValue())
+			case m.Gauge != nil:
+				fmt.Println(m.GetGauge().GetValue())
+			case m.Histogram != nil:
+				fmt.Println("count", m.GetHistogram().GetSampleCount())
 			}
 		}
-		fmt.Println()
 	}
 	// Output:
-	// reqpool_queries_queued GAUGE 0
-	// reqpool_queries_running GAUGE 0
-	// reqpool_queries_total COUNTER dropped=0 error=0 ok=3 panic=0
-	// reqpool_query_duration_seconds HISTOGRAM count=3
-	// reqpool_queue_wait_seconds HISTOGRAM count=3
-	// reqpool_rejected_total COUNTER closed=0 queue_full=0 too_many=0
-	// reqpool_requests_active GAUGE 0
-	// reqpool_workers GAUGE 4
+	// GAUGE reqpool_queries_queued{class="batch"} 0
+	// GAUGE reqpool_queries_queued{class="interactive"} 0
+	// COUNTER reqpool_queries_total{class="batch",outcome="dropped"} 0
+	// COUNTER reqpool_queries_total{class="batch",outcome="error"} 0
+	// COUNTER reqpool_queries_total{class="batch",outcome="ok"} 3
+	// COUNTER reqpool_queries_total{class="batch",outcome="panic"} 0
+	// COUNTER reqpool_queries_total{class="interactive",outcome="dropped"} 0
+	// COUNTER reqpool_queries_total{class="interactive",outcome="error"} 0
+	// COUNTER reqpool_queries_total{class="interactive",outcome="ok"} 0
+	// COUNTER reqpool_queries_total{class="interactive",outcome="panic"} 0
+	// HISTOGRAM reqpool_queue_wait_seconds{class="batch"} count 3
+	// HISTOGRAM reqpool_queue_wait_seconds{class="interactive"} count 0
+	// GAUGE reqpool_workers{} 4
 }
