@@ -109,7 +109,14 @@ type reqpoolContender struct {
 }
 
 func newReqpool(cfg PoolConfig) (Contender, error) {
-	p, err := reqpool.New(reqpool.Config{Workers: cfg.Workers, QueueSize: cfg.QueueSize, MaxFanout: cfg.MaxFanout})
+	return newReqpoolWith(reqpool.Config{Workers: cfg.Workers, QueueSize: cfg.QueueSize, MaxFanout: cfg.MaxFanout})
+}
+
+// newReqpoolWith is the reqpool contender built from a whole Config: the
+// scenarios of classes and flows (10, 11) set what PoolConfig has no field
+// for, since no peer has an equivalent.
+func newReqpoolWith(cfg reqpool.Config) (Contender, error) {
+	p, err := reqpool.New(cfg)
 	if err != nil {
 		return nil, err
 	}

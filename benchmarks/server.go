@@ -17,8 +17,8 @@ import (
 )
 
 // server is a real net/http server on 127.0.0.1 that serves one contender,
-// with a real client. Its one endpoint, GET /fanout?req=ID&n=N&d=DURATION,
-// runs N simulated queries of DURATION each through the contender's Fanout
+// with a real client. Its one endpoint, GET /fanout?req=ID&n=N&d=DURATION
+// (served at every path), runs N simulated queries of DURATION each through the contender's Fanout
 // and answers 200, or whatever reqpool.WriteError makes of the error (503
 // for a full queue, nothing for a client that is gone).
 //
@@ -143,12 +143,22 @@ func (s *server) fanout(w http.ResponseWriter, r *http.Request) {
 // get sends request req of n tasks of d each and waits for the answer, or
 // for ctx to end (a client hanging up).
 func (s *server) get(ctx context.Context, req, n int, d time.Duration) clientResult {
+	return s.getAt(ctx, "/fanout", nil, req, n, d)
+}
+
+// getAt is get at another path, with header added to the request. The
+// handler is the same at every path; the path and the header are for
+// what the contender's middleware reads (reqpool's Config.Classify).
+func (s *server) getAt(ctx context.Context, path string, header http.Header, req, n int, d time.Duration) clientResult {
 	res := clientResult{Req: req, N: n}
-	u := fmt.Sprintf("%s/fanout?req=%d&n=%d&d=%s", s.srv.URL, req, n, url.QueryEscape(d.String()))
+	u := fmt.Sprintf("%s%s?req=%d&n=%d&d=%s", s.srv.URL, path, req, n, url.QueryEscape(d.String()))
 	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		res.Err = err
 		return res
+	}
+	for k, v := range header {
+		hr.Header[k] = v
 	}
 	res.Sent = s.rec.since()
 	resp, err := s.client.Do(hr)

@@ -101,37 +101,82 @@ type stripRow struct {
 	Name     string
 	Values   []float64
 	P50, P95 float64
+	// Palette, when set, names the contender whose colour the row takes;
+	// otherwise Name does.
+	Palette string
+	// Note, when set, is written in the row: what has no dot, such as
+	// requests refused.
+	Note string
 }
 
-// stripChart shows each row's values as dots along a linear x axis, with
-// ticks at the row's p50 and p95 and an optional vertical mark (a goal).
+// stripChart shows each row's values as dots along a linear or
+// logarithmic x axis, with ticks at the row's p50 and p95 and an optional
+// vertical mark (a goal).
 type stripChart struct {
 	Title, XLabel string
 	Rows          []stripRow
 	Mark          float64 // x of the mark; 0 for none
 	MarkLabel     string
+	LogX          bool // a logarithmic x axis; every value must be above 0
 }
 
 func writeStripChart(path string, c stripChart) error {
 	const (
-		left, right, top, rowH, bottom = 100.0, 30.0, 50.0, 46.0, 60.0
-		width                          = 820.0
+		right, top, rowH, bottom = 30.0, 50.0, 46.0, 60.0
+		width                    = 820.0
 	)
+	left := 100.0 // wider for long row names, at about 7 px a bold character
+	for _, r := range c.Rows {
+		left = max(left, 7*float64(len([]rune(r.Name)))+20)
+	}
 	height := top + rowH*float64(len(c.Rows)) + bottom
 	d := newSVG(width, height)
 	xmax := c.Mark
 	for _, r := range c.Rows {
-		xmax = max(xmax, maxOf(r.Values))
+		if len(r.Values) > 0 { // max with maxOf's NaN for none would be NaN
+			xmax = max(xmax, maxOf(r.Values))
+		}
 	}
 	xmax = niceCeil(xmax * 1.05)
 	plotW := width - left - right
 	x := func(v float64) float64 { return left + v/xmax*plotW }
+	var xticks []float64
+	if c.LogX {
+		// Bounds and ticks on the 1-2-5 series around the data.
+		xmin := math.Inf(1)
+		if c.Mark > 0 {
+			xmin = c.Mark
+		}
+		for _, r := range c.Rows {
+			for _, v := range r.Values {
+				if v > 0 {
+					xmin = min(xmin, v)
+				}
+			}
+		}
+		lo, hi := math.Log10(niceFloor(0.9*xmin)), math.Log10(xmax) // room for the dots at xmin
+		if hi <= lo {
+			hi = lo + 1
+		}
+		x = func(v float64) float64 { return left + (math.Log10(v)-lo)/(hi-lo)*plotW }
+		for e := math.Floor(lo); e <= hi; e++ {
+			for _, m := range []float64{1, 2, 5} {
+				if v := m * math.Pow(10, e); math.Log10(v) >= lo-1e-9 && math.Log10(v) <= hi+1e-9 {
+					xticks = append(xticks, v)
+				}
+			}
+		}
+	} else {
+		step := niceCeil(xmax / 8)
+		for v := 0.0; v <= xmax+step/1e6; v += step {
+			xticks = append(xticks, v)
+		}
+	}
 	plotBottom := top + rowH*float64(len(c.Rows))
 
 	d.text(width/2, 24, "middle", c.Title, `font-size="14" font-weight="bold"`)
 	// Grid and x axis.
-	step := niceCeil(xmax / 8)
-	for v := 0.0; v <= xmax+step/1e6; v += step {
+	for _, v := range xticks {
 		d.line(x(v), top, x(v), plotBottom, "#e5e5e5", 1, "")
 		d.text(x(v), plotBottom+16, "middle", trimFloat(v), "")
 	}
@@ -145,11 +190,18 @@ func writeStripChart(path string, c stripChart) error {
 		if i > 0 {
 			d.line(left, y0, width-right, y0, "#f0f0f0", 1, "")
 		}
+		col := colour(r.Name)
+		if r.Palette != "" {
+			col = colour(r.Palette)
+		}
 		for j, v := range r.Values {
 			// Deterministic jitter, so that equal values stay visible and
 			// the file is the same for the same data.
 			jit := (float64((j*7919)%17)/16 - 0.5) * rowH * 0.55
-			d.circle(x(v), yc+jit, 3, colour(r.Name), 0.45)
+			d.circle(x(v), yc+jit, 3, col, 0.45)
+		}
+		if r.Note != "" {
+			d.text(width-right-4, y0+14, "end", r.Note, `fill="#d62728"`)
 		}
 		if !math.IsNaN(r.P50) {
 			d.line(x(r.P50), yc-rowH*0.42, x(r.P50), yc+rowH*0.42, "#000", 2, "")
