@@ -81,6 +81,6 @@ fuzz:
 
 # The benchmarks against errgroup, a semaphore, pond and ants (benchmarks/,
 # a module of its own), PostgreSQL scenario included; writes BENCHMARKS.md.
-# About 15 minutes on 2 cores.
+# About 17 minutes on 2 cores.
 bench:
 	scripts/with-postgres.sh --for bench sh -c 'cd benchmarks && $(GO) run . -out ../BENCHMARKS.md'
