@@ -103,6 +103,21 @@ type poolStats struct {
 	Failed    uint64 `json:"failed"`
 	Dropped   uint64 `json:"dropped"`
 	Rejected  uint64 `json:"rejected"`
+
+	Classes []classStats `json:"classes"` // the same for each class; the pool's figures are their sums
+}
+
+// classStats is reqpool.ClassStats with JSON names.
+type classStats struct {
+	Name      string `json:"name"` // "" for the one class of -classes=false
+	Running   int    `json:"running"`
+	Queued    int    `json:"queued"`
+	Flows     int    `json:"flows"` // named flows with work: orgs with a report in flight
+	Submitted uint64 `json:"submitted"`
+	Completed uint64 `json:"completed"`
+	Failed    uint64 `json:"failed"`
+	Dropped   uint64 `json:"dropped"`
+	Rejected  uint64 `json:"rejected"`
 }
 
 // dbStats is the part of sql.DBStats worth watching next to the pool.
@@ -255,7 +270,10 @@ func (a *app) dashboard(w http.ResponseWriter, r *http.Request) {
 // aggregates of the org, each made to sleep first (default 5 s, at most 60),
 // so that there is time to hang up and watch the queries go. With a timeout
 // above 0, the queries are cancelled after that long and the answer is 504. It does
-// not check that the org exists: an unknown org gets an empty report.
+// not check that the org exists: an unknown org gets an empty report. Its
+// queries are in the reports class, in the org's flow (see classify): when
+// they fit neither into the free workers nor into the report queue, the
+// answer is 503 at once.
 func (a *app) report(w http.ResponseWriter, r *http.Request) {
 	id, ok := orgID(w, r)
 	if !ok {
@@ -297,10 +315,16 @@ func (a *app) report(w http.ResponseWriter, r *http.Request) {
 // counters.
 func (a *app) stats(w http.ResponseWriter, r *http.Request) {
 	p, d := a.pool.Stats(), a.db.Stats()
+	classes := make([]classStats, len(p.Classes))
+	for i, c := range p.Classes {
+		classes[i] = classStats{Name: c.Name, Running: c.Running, Queued: c.Queued, Flows: c.Flows,
+			Submitted: c.Submitted, Completed: c.Completed, Failed: c.Failed, Dropped: c.Dropped, Rejected: c.Rejected}
+	}
 	a.writeJSON(w, r, stats{
 		Pool: poolStats{
 			Workers: p.Workers, Running: p.Running, Queued: p.Queued, Requests: p.Requests,
 			Submitted: p.Submitted, Completed: p.Completed, Failed: p.Failed, Dropped: p.Dropped, Rejected: p.Rejected,
+			Classes: classes,
 		},
 		DB: dbStats{
 			MaxOpen: d.MaxOpenConnections, Open: d.OpenConnections, InUse: d.InUse, Idle: d.Idle,

@@ -3,11 +3,12 @@
 // bounded pool, a deliberately slow report whose queries are cancelled when
 // its client hangs up, Prometheus metrics, the pool's debug page on an
 // internal listener, Server-Timing headers and, with -trace, OpenTelemetry
-// traces. See README.md.
+// traces. The pool has two priority classes, interactive and reports, each
+// org's reports a flow of their own (see classes.go). See README.md.
 //
 // Usage:
 //
-//	DATABASE_URL=postgres://... dashboard [-addr 127.0.0.1:8080] [-debug-addr 127.0.0.1:0] [-workers 16] [-server-timing=true] [-trace] [-init]
+//	DATABASE_URL=postgres://... dashboard [-addr 127.0.0.1:8080] [-debug-addr 127.0.0.1:0] [-workers 16] [-classes=true] [-interactive-share 4] [-report-share 1] [-report-queue 16] [-server-timing=true] [-trace] [-init]
 package main
 
 import (
@@ -64,8 +65,13 @@ func run(args []string) (err error) {
 	debugAddr := fs.String("debug-addr", "127.0.0.1:0", "internal address for /debug/reqpool, which shows request ids: keep it private (empty: no debug listener)")
 	// Not os.Getenv as the flag's default: -h would print it, password and all.
 	dsn := fs.String("db", "", "PostgreSQL URL or key=value DSN (default $DATABASE_URL)")
-	workers := fs.Int("workers", reqpool.DefaultWorkers, "queries that run at once, process-wide; also the size of the connection pool")
-	serverTiming := fs.Bool("server-timing", true, "add a Server-Timing header to each response: how long its queries waited and ran")
+	po := defaultPoolOptions
+	fs.IntVar(&po.Workers, "workers", po.Workers, "queries that run at once, process-wide; also the size of the connection pool")
+	fs.BoolVar(&po.Classes, "classes", po.Classes, "give reports a class of their own, with a flow per org, beside the interactive class (dashboards, /stats); -classes=false: one class and one queue for all requests")
+	fs.IntVar(&po.InteractiveShare, "interactive-share", po.InteractiveShare, "the interactive class's share of the workers while reports wait too (0: 1)")
+	fs.IntVar(&po.ReportShare, "report-share", po.ReportShare, "the reports class's share of the workers while interactive requests wait too (0: 1)")
+	fs.IntVar(&po.ReportQueue, "report-queue", po.ReportQueue, fmt.Sprintf("report queries that may wait at once, %d a report; past it a report gets 503 (0: %d, as the interactive class)", reportQueries, reqpool.DefaultQueueSize))
+	fs.BoolVar(&po.ServerTiming, "server-timing", po.ServerTiming, "add a Server-Timing header to each response: how long its queries waited and ran")
 	traceOn := fs.Bool("trace", false, "trace each request and its queries with OpenTelemetry, and print the spans to stderr as JSON, one a line")
 	forceInit := fs.Bool("init", false, "run schema.sql even though the tables exist (it creates what is missing and seeds empty tables)")
 	if err := fs.Parse(args); err != nil {
@@ -114,7 +120,7 @@ func run(args []string) (err error) {
 		}()
 	}
 
-	pool, err := reqpool.New(reqpool.Config{Workers: *workers, ServerTiming: *serverTiming})
+	pool, err := newPool(po)
 	if err != nil {
 		return err
 	}
@@ -147,7 +153,7 @@ func run(args []string) (err error) {
 		a.Shutdown(context.Background()) // idle: nothing was served
 		return err
 	}
-	b := banner{URL: servers[0].url, Workers: a.pool.Config().Workers, ServerTiming: *serverTiming, Trace: *traceOn, PSQL: psqlTarget(*dsn)}
+	b := banner{URL: servers[0].url, Workers: a.pool.Config().Workers, Classes: a.pool.Config().Classes, QueueSize: a.pool.Config().QueueSize, ServerTiming: po.ServerTiming, Trace: *traceOn, PSQL: psqlTarget(*dsn)}
 	if len(servers) > 1 {
 		b.DebugURL = servers[1].url
 	}
@@ -279,14 +285,30 @@ type banner struct {
 	URL          string // the service's base URL
 	DebugURL     string // the debug listener's base URL; empty when it is off
 	Workers      int
-	ServerTiming bool   // whether responses carry Server-Timing
-	Trace        bool   // whether spans go to stderr
-	PSQL         string // the database, for psql, as psqlTarget gives it
+	Classes      []reqpool.Class // the pool's, after defaults; empty: one class
+	QueueSize    int             // the pool's Config.QueueSize, after defaults
+	ServerTiming bool            // whether responses carry Server-Timing
+	Trace        bool            // whether spans go to stderr
+	PSQL         string          // the database, for psql, as psqlTarget gives it
 }
 
 // printBanner prints where the service listens and a few commands to try.
 func printBanner(w io.Writer, b banner) {
 	var timing, debug, traces string
+	classes := fmt.Sprintf("One class and one queue (%d queries) for all requests.\n", b.QueueSize)
+	if len(b.Classes) > 0 {
+		classes = "Classes (share: of the workers, while several classes have queries waiting; queue: queries that may wait):\n"
+		for _, k := range b.Classes {
+			var what string
+			switch k.Name {
+			case interactiveClass:
+				what = "dashboards, /stats: each request a flow of its own"
+			case reportsClass:
+				what = "GET /orgs/{id}/report: a flow per org; past the queue, 503"
+			}
+			classes += fmt.Sprintf("  %-12s share %-3d queue %-6d %s\n", k.Name, k.Share, k.QueueSize, what)
+		}
+	}
 	if b.ServerTiming {
 		timing = fmt.Sprintf(`
   curl -si %s/orgs/1/dashboard | grep -i '^server-timing'     # ms its 5 queries waited and ran; devtools show it too`, b.URL)
@@ -304,7 +326,7 @@ Traces: each request's span and its queries' reqpool.query spans go to stderr, a
 `
 	}
 	fmt.Fprintf(w, `dashboard listening on %[1]s (%[2]d workers)
-
+%[7]s
 Try:
   curl -s %[1]s/orgs/1/dashboard
   curl -si -H 'X-Request-ID: demo-1' %[1]s/orgs/1/dashboard      # the id is echoed, and tags the SQL%[4]s
@@ -319,5 +341,5 @@ Watch the running queries, tagged with their request id, from another terminal:
   psql %[3]s
   => select pid, now() - query_start as running, query from pg_stat_activity where state = 'active' and query like '%%request_id%%' and pid <> pg_backend_pid() \watch 0.5
 
-`, b.URL, b.Workers, b.PSQL, timing, debug, traces)
+`, b.URL, b.Workers, b.PSQL, timing, debug, traces, classes)
 }

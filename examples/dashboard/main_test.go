@@ -2,20 +2,26 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
+	"image/png"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,10 +40,12 @@ import (
 // query, a lib/pq cancel request, a client or server connection.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// testConfig is the pool the tests run the app with: small, so that the
+// testOptions are the pool the tests run the app with: small, so that the
 // concurrency test queues, yet wide enough for the report's 4 queries; with
-// Server-Timing, as main has it by default.
-var testConfig = reqpool.Config{Workers: 4, ServerTiming: true}
+// the app's classes, their default shares and a report queue of 2 reports,
+// and with Server-Timing, as main has them by default.
+var testOptions = poolOptions{Workers: 4, ServerTiming: true, Classes: true,
+	InteractiveShare: defaultInteractiveShare, ReportShare: defaultReportShare, ReportQueue: 2 * reportQueries}
 
 var (
 	schemaOnce sync.Once
@@ -90,19 +98,27 @@ func monitorDB(t *testing.T) *sqlx.DB {
 	return testDB(t, pool)
 }
 
-// startApp serves a new app, on its own database handle, with httptest.
-// When the test ends, the server is closed (which waits for its handlers),
-// the pool shut down and checked idle, and the database handle closed.
+// startApp serves a new app with testOptions, on its own database handle,
+// with httptest. When the test ends, the server is closed (which waits for
+// its handlers), the pool shut down and checked idle, and the database
+// handle closed.
 func startApp(t *testing.T) (*app, *httptest.Server) {
 	t.Helper()
-	return startTracedApp(t, nil)
+	return startAppWith(t, testOptions, nil)
 }
 
 // startTracedApp is startApp with tp as newApp's TracerProvider: nil for no
 // tracing.
 func startTracedApp(t *testing.T, tp trace.TracerProvider) (*app, *httptest.Server) {
 	t.Helper()
-	pool, err := reqpool.New(testConfig)
+	return startAppWith(t, testOptions, tp)
+}
+
+// startAppWith is startApp with the pool of o, and tp as newApp's
+// TracerProvider (nil for no tracing).
+func startAppWith(t *testing.T, o poolOptions, tp trace.TracerProvider) (*app, *httptest.Server) {
+	t.Helper()
+	pool, err := newPool(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,19 +406,24 @@ func TestConcurrentDashboards(t *testing.T) {
 
 	var s stats
 	getJSON(t, srv, "/stats", "", &s)
-	if s.Pool.Workers != testConfig.Workers || s.DB.MaxOpen != testConfig.Workers+reqpool.SpareConns {
-		t.Errorf("workers %d, max open connections %d; want %d and %d", s.Pool.Workers, s.DB.MaxOpen, testConfig.Workers, testConfig.Workers+reqpool.SpareConns)
+	if s.Pool.Workers != testOptions.Workers || s.DB.MaxOpen != testOptions.Workers+reqpool.SpareConns {
+		t.Errorf("workers %d, max open connections %d; want %d and %d", s.Pool.Workers, s.DB.MaxOpen, testOptions.Workers, testOptions.Workers+reqpool.SpareConns)
 	}
 	if s.Pool.Completed != n*5 || s.Pool.Failed != 0 || s.Pool.Rejected != 0 {
 		t.Errorf("pool stats %+v, want %d queries completed, none failed or rejected", s.Pool, n*5)
+	}
+	// Every dashboard is interactive, each request a flow of its own.
+	want := []classStats{{Name: interactiveClass, Submitted: n * 5, Completed: n * 5}, {Name: reportsClass}}
+	if !slices.Equal(s.Pool.Classes, want) {
+		t.Errorf("classes %+v, want %+v", s.Pool.Classes, want)
 	}
 	// Requests counts requests that have fanned out and not ended: /stats
 	// itself never fans out, so it touches nothing shared and counts none.
 	if s.Pool.Requests != 0 || s.Pool.Running != 0 {
 		t.Errorf("pool gauges %+v, want no live request and nothing running", s.Pool)
 	}
-	if s.DB.WaitCount != 0 || s.DB.Open > testConfig.Workers+reqpool.SpareConns {
-		t.Errorf("db stats %+v, want no wait for a connection and at most %d open", s.DB, testConfig.Workers+reqpool.SpareConns)
+	if s.DB.WaitCount != 0 || s.DB.Open > testOptions.Workers+reqpool.SpareConns {
+		t.Errorf("db stats %+v, want no wait for a connection and at most %d open", s.DB, testOptions.Workers+reqpool.SpareConns)
 	}
 }
 
@@ -472,6 +493,54 @@ func TestQueriesAreTagged(t *testing.T) {
 	}
 }
 
+// scrape gets srv's /metrics, and returns the response, its body, and a
+// function that reads it: the sum of the values of the counters, gauges or
+// histograms (their counts) name whose labels include want, and whether
+// there is one. The pool's figure is the sum over its classes.
+func scrape(t *testing.T, srv *httptest.Server) (*http.Response, []byte, func(name string, want map[string]string) (float64, bool)) {
+	t.Helper()
+	resp, body := get(t, srv, "/metrics", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s: %s", resp.Status, body)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("parse /metrics: %v\n%s", err, body)
+	}
+	value := func(name string, want map[string]string) (sum float64, found bool) {
+		mf := families[name]
+		if mf == nil {
+			return 0, false
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue metrics
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				sum += m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			default:
+				continue
+			}
+			found = true
+		}
+		return sum, found
+	}
+	return resp, body, value
+}
+
 // TestMetrics scrapes /metrics after one dashboard: the pool's 5 queries,
 // their queue-wait histogram, and the database, Go and process collectors.
 // The scrape itself passes outside reqpool.Middleware.
@@ -480,10 +549,7 @@ func TestMetrics(t *testing.T) {
 	var d store.Dashboard
 	getJSON(t, srv, "/orgs/1/dashboard", "", &d)
 
-	resp, body := get(t, srv, "/metrics", "")
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %s: %s", resp.Status, body)
-	}
+	resp, body, value := scrape(t, srv)
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 		t.Errorf("GET /metrics: Content-Type %q, want Prometheus' text format", ct)
 	}
@@ -493,51 +559,24 @@ func TestMetrics(t *testing.T) {
 	if !strings.Contains(string(body), "reqpool_queue_wait_seconds_bucket{") {
 		t.Errorf("no reqpool_queue_wait_seconds_bucket in /metrics:\n%s", body)
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("parse /metrics: %v\n%s", err, body)
-	}
-
-	// value returns the value of the counter, gauge or histogram (its
-	// count) name whose labels include want, and whether there is one.
-	value := func(name string, want map[string]string) (float64, bool) {
-		mf := families[name]
-		if mf == nil {
-			return 0, false
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if v, ok := want[l.GetName()]; ok && v != l.GetValue() {
-					continue metrics
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.GetCounter().GetValue(), true
-			case m.Gauge != nil:
-				return m.GetGauge().GetValue(), true
-			case m.Histogram != nil:
-				return float64(m.GetHistogram().GetSampleCount()), true
-			}
-		}
-		return 0, false
-	}
 	for _, c := range []struct {
 		name   string
 		labels map[string]string
 		want   float64
 	}{
-		{"reqpool_workers", nil, float64(testConfig.Workers)},
+		{"reqpool_workers", nil, float64(testOptions.Workers)},
 		{"reqpool_queries_total", map[string]string{"outcome": "ok"}, 5},
+		{"reqpool_queries_total", map[string]string{"class": interactiveClass, "outcome": "ok"}, 5},
+		{"reqpool_queries_total", map[string]string{"class": reportsClass}, 0},
+		{"reqpool_queue_wait_seconds", map[string]string{"class": interactiveClass}, 5},
+		{"reqpool_flows_active", map[string]string{"class": reportsClass}, 0},
 		{"reqpool_queries_total", map[string]string{"outcome": "error"}, 0},
 		{"reqpool_queries_total", map[string]string{"outcome": "dropped"}, 0},
 		{"reqpool_rejected_total", map[string]string{"reason": "queue_full"}, 0},
 		{"reqpool_queue_wait_seconds", nil, 5},
 		{"reqpool_query_duration_seconds", nil, 5},
 		{"reqpool_requests_active", nil, 0},
-		{"go_sql_max_open_connections", map[string]string{"db_name": "dashboard"}, float64(testConfig.Workers + reqpool.SpareConns)},
+		{"go_sql_max_open_connections", map[string]string{"db_name": "dashboard"}, float64(testOptions.Workers + reqpool.SpareConns)},
 	} {
 		if got, ok := value(c.name, c.labels); !ok || got != c.want {
 			t.Errorf("%s%v = %v (found: %v), want %v", c.name, c.labels, got, ok, c.want)
@@ -560,6 +599,32 @@ type debugPage struct {
 	QueueWait struct {
 		P99 *float64 `json:"p99_seconds"`
 	} `json:"queue_wait"`
+	Requests []debugRequest `json:"requests"`
+}
+
+// debugRequest is a live request of the debug page's JSON.
+type debugRequest struct {
+	ID      string `json:"id"`
+	Class   string `json:"class"`
+	Flow    string `json:"flow"`
+	Queued  int    `json:"queued"`
+	Running int    `json:"running"`
+	Place   int    `json:"place"`
+}
+
+// readDebugPage returns the debug page's JSON, from debug, which serves
+// DebugHandler.
+func readDebugPage(t *testing.T, debug *httptest.Server) debugPage {
+	t.Helper()
+	var page debugPage
+	resp, body := get(t, debug, "/debug/reqpool?format=json", "")
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("GET /debug/reqpool?format=json: %s, Content-Type %q; want 200 and JSON: %s", resp.Status, ct, body)
+	}
+	if err := json.Unmarshal(body, &page); err != nil {
+		t.Fatalf("GET /debug/reqpool?format=json: decode %s: %v", body, err)
+	}
+	return page
 }
 
 // TestDebugPage serves DebugHandler as main does on its internal listener,
@@ -572,25 +637,29 @@ func TestDebugPage(t *testing.T) {
 	var d store.Dashboard
 	getJSON(t, srv, "/orgs/1/dashboard", "", &d)
 
-	var page debugPage
-	resp, body := get(t, debug, "/debug/reqpool?format=json", "")
-	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "application/json") {
-		t.Fatalf("GET /debug/reqpool?format=json: %s, Content-Type %q; want 200 and JSON: %s", resp.Status, ct, body)
+	page := readDebugPage(t, debug)
+	if page.Config.Workers != testOptions.Workers || !page.Config.ServerTiming {
+		t.Errorf("config %+v, want Workers %d and ServerTiming", page.Config, testOptions.Workers)
 	}
-	if err := json.Unmarshal(body, &page); err != nil {
-		t.Fatalf("GET /debug/reqpool?format=json: decode %s: %v", body, err)
+	wantClasses := []reqpool.Class{
+		{Name: interactiveClass, Share: testOptions.InteractiveShare, QueueSize: reqpool.DefaultQueueSize},
+		{Name: reportsClass, Share: testOptions.ReportShare, QueueSize: testOptions.ReportQueue},
 	}
-	if page.Config.Workers != testConfig.Workers || !page.Config.ServerTiming {
-		t.Errorf("config %+v, want Workers %d and ServerTiming", page.Config, testConfig.Workers)
+	if !slices.Equal(page.Config.Classes, wantClasses) {
+		t.Errorf("config.Classes %+v, want %+v", page.Config.Classes, wantClasses)
 	}
-	if s := page.Stats; s.Workers != testConfig.Workers || s.Submitted != 5 || s.Completed != 5 || s.Failed != 0 || s.Requests != 0 {
+	if s := page.Stats; s.Workers != testOptions.Workers || s.Submitted != 5 || s.Completed != 5 || s.Failed != 0 || s.Requests != 0 {
 		t.Errorf("stats %+v, want 5 queries submitted and completed, and no live request", s)
+	}
+	wantStats := []reqpool.ClassStats{{Name: interactiveClass, Submitted: 5, Completed: 5}, {Name: reportsClass}}
+	if !slices.Equal(page.Stats.Classes, wantStats) {
+		t.Errorf("stats.Classes %+v, want %+v: the dashboard in the interactive class", page.Stats.Classes, wantStats)
 	}
 	if page.Window.Queries != 5 || page.QueueWait.P99 == nil {
 		t.Errorf("window of %d queries, queue wait p99 %v; want 5 queries and a p99", page.Window.Queries, page.QueueWait.P99)
 	}
 
-	resp, body = get(t, debug, "/debug/reqpool", "")
+	resp, body := get(t, debug, "/debug/reqpool", "")
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/html") {
 		t.Errorf("GET /debug/reqpool: %s, Content-Type %q; want 200 and HTML", resp.Status, ct)
 	}
@@ -805,12 +874,13 @@ func TestListen(t *testing.T) {
 }
 
 // TestBanner checks the banner's lines for each setting: the first line,
-// which the benchmarks look for, the debug page's URLs, the Server-Timing
-// line, the tracing note, and the psql query.
+// which the benchmarks look for, the classes, the debug page's URLs, the
+// Server-Timing line, the tracing note, and the psql query.
 func TestBanner(t *testing.T) {
 	for _, b := range []banner{
-		{URL: "http://127.0.0.1:8080", DebugURL: "http://127.0.0.1:41379", Workers: 16, ServerTiming: true, Trace: true, PSQL: "'postgres://u@h/db'"},
-		{URL: "http://127.0.0.1:8080", Workers: 4, PSQL: `"$DATABASE_URL"`},
+		{URL: "http://127.0.0.1:8080", DebugURL: "http://127.0.0.1:41379", Workers: 16, ServerTiming: true, Trace: true, PSQL: "'postgres://u@h/db'",
+			Classes: []reqpool.Class{{Name: interactiveClass, Share: 4, QueueSize: 1024}, {Name: reportsClass, Share: 1, QueueSize: 16}}, QueueSize: 1024},
+		{URL: "http://127.0.0.1:8080", Workers: 4, PSQL: `"$DATABASE_URL"`, QueueSize: 1024},
 	} {
 		var buf strings.Builder
 		printBanner(&buf, b)
@@ -823,7 +893,10 @@ func TestBanner(t *testing.T) {
 			"curl -si " + b.URL + "/orgs/1/dashboard | grep -i '^server-timing'":      b.ServerTiming,
 			b.DebugURL + "/debug/reqpool ":                                            b.DebugURL != "",
 			"curl -s '" + b.DebugURL + "/debug/reqpool?format=json'\n":                b.DebugURL != "",
-			"Traces: ":              b.Trace,
+			"Traces: ": b.Trace,
+			"\n  interactive  share 4   queue 1024   dashboards, /stats: each request a flow of its own\n":         len(b.Classes) > 0,
+			"\n  reports      share 1   queue 16     GET /orgs/{id}/report: a flow per org; past the queue, 503\n": len(b.Classes) > 0,
+			"\nOne class and one queue (1024 queries) for all requests.\n":                                         len(b.Classes) == 0,
 			"psql " + b.PSQL + "\n": true,
 			"query like '%request_id%' and pid <> pg_backend_pid() \\watch 0.5\n": true,
 		} {
@@ -835,4 +908,409 @@ func TestBanner(t *testing.T) {
 			t.Errorf("banner does not start with its URL line")
 		}
 	}
+}
+
+func TestClassify(t *testing.T) {
+	for _, c := range []struct {
+		path, class, flow string
+	}{
+		{"/orgs/7/report", reportsClass, "7"},
+		{"/orgs/7/report?sleep=2", reportsClass, "7"},
+		{"/orgs/007/report", reportsClass, "7"}, // the handler's org 7 too
+		{"/orgs/abc/report", reportsClass, ""},  // 400, without a query
+		{"/orgs/0/report", reportsClass, ""},
+		{"/orgs/7/dashboard", interactiveClass, ""},
+		{"/stats", interactiveClass, ""},
+		{"/healthz", interactiveClass, ""},
+		{"/orgs//report", interactiveClass, ""},
+		{"/orgs/1/2/report", interactiveClass, ""},
+		{"/orgs/7/report/", interactiveClass, ""},
+		{"/orgs/7/reports", interactiveClass, ""},
+		{"/", interactiveClass, ""},
+	} {
+		r := httptest.NewRequest(http.MethodGet, c.path, nil)
+		if class, flow := classify(r); class != c.class || flow != c.flow {
+			t.Errorf("classify(GET %s) = %q, %q; want %q, %q", c.path, class, flow, c.class, c.flow)
+		}
+	}
+}
+
+func TestNewPool(t *testing.T) {
+	pool, err := newPool(defaultPoolOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := pool.Config()
+	pool.Shutdown(context.Background())
+	want := []reqpool.Class{
+		{Name: interactiveClass, Share: defaultInteractiveShare, QueueSize: reqpool.DefaultQueueSize},
+		{Name: reportsClass, Share: defaultReportShare, QueueSize: defaultReportQueue},
+	}
+	if c.Workers != reqpool.DefaultWorkers || !c.ServerTiming || !slices.Equal(c.Classes, want) || c.Classify == nil {
+		t.Errorf("the flags' defaults: %+v, want %d workers, Server-Timing, Classify, and classes %+v", c, reqpool.DefaultWorkers, want)
+	}
+
+	o := defaultPoolOptions
+	o.Classes = false
+	pool, err = newPool(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := pool.Config(); len(c.Classes) != 0 || c.Classify != nil {
+		t.Errorf("-classes=false: classes %+v, Classify set: %v; want neither", c.Classes, c.Classify != nil)
+	}
+	pool.Shutdown(context.Background())
+
+	for _, bad := range []poolOptions{
+		{Workers: 4, Classes: true, InteractiveShare: -1},
+		{Workers: 4, Classes: true, ReportShare: -1},
+		{Workers: 4, Classes: true, ReportQueue: -1},
+		{Workers: 2, Classes: true, ReportQueue: 1}, // 2 + 1 < 4: no report could ever be admitted
+	} {
+		if pool, err := newPool(bad); err == nil {
+			pool.Shutdown(context.Background())
+			t.Errorf("newPool(%+v): no error", bad)
+		} else {
+			t.Logf("newPool(%+v): %v", bad, err)
+		}
+	}
+	o = poolOptions{Workers: 2, Classes: true, ReportQueue: 2} // 2 + 2: a report fits
+	if pool, err := newPool(o); err != nil {
+		t.Errorf("newPool(%+v): %v", o, err)
+	} else {
+		pool.Shutdown(context.Background())
+	}
+}
+
+// floodOptions are the pool of the report-flood tests: 8 workers, which
+// two reports take, and a report queue of 4 reports.
+var floodOptions = poolOptions{Workers: 8, ServerTiming: true, Classes: true,
+	InteractiveShare: defaultInteractiveShare, ReportShare: defaultReportShare, ReportQueue: 4 * reportQueries}
+
+// inFlight is a request that a test keeps in flight until it hangs up.
+type inFlight struct {
+	id     string
+	hangUp context.CancelFunc
+	done   chan answer // receives the answer, or the client's error
+}
+
+// answer is what a client got.
+type answer struct {
+	resp *http.Response
+	body []byte
+	err  error
+}
+
+// send sends GET path to srv with X-Request-ID id from a goroutine, and
+// returns at once. The request has no deadline of its own: the test ends it
+// with hangUp, or by the end of the test.
+func send(t *testing.T, srv *httptest.Server, path, id string) *inFlight {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+path, nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	req.Header.Set(reqpool.RequestIDHeader, id)
+	f := &inFlight{id: id, hangUp: cancel, done: make(chan answer, 1)}
+	go func() {
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			f.done <- answer{err: err}
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		f.done <- answer{resp, body, err}
+	}()
+	return f
+}
+
+// waitStats polls the pool's Stats every 2 ms until ok accepts them, and
+// fails the test, saying what it waited for, if that takes 10 s.
+func waitStats(t *testing.T, pool *reqpool.Pool, what string, ok func(s reqpool.Stats) bool) reqpool.Stats {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s := pool.Stats()
+		if ok(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10 s for %s; stats %+v", what, s)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// classStatsOf returns the figures of class name in s.
+func classStatsOf(s reqpool.Stats, name string) reqpool.ClassStats {
+	for _, c := range s.Classes {
+		if c.Name == name {
+			return c
+		}
+	}
+	return reqpool.ClassStats{Name: "(none: " + name + ")"}
+}
+
+// warmUp sends 16 dashboards and 4 reports of 50 ms at once, so that the
+// debug page's distributions have some history, and waits until the pool is
+// idle again.
+func warmUp(t *testing.T, a *app, srv *httptest.Server) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range errs {
+		path := fmt.Sprintf("/orgs/%d/dashboard", 1+i)
+		if i >= 16 {
+			path = fmt.Sprintf("/orgs/%d/report?sleep=0.05", 1+i)
+		}
+		wg.Go(func() {
+			resp, body, err := fetch(t.Context(), srv, path, "")
+			if err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	waitStats(t, a.pool, "an idle pool after the warm-up", func(s reqpool.Stats) bool { return s.Requests == 0 && s.Running == 0 })
+}
+
+// flood is the scene of the report-flood tests, on a pool of floodOptions
+// (with or without its classes): two reports that take the 8 workers (org
+// 3's first and org 12's), four that wait, filling the report queue (org 3's
+// second and third, org 27's and org 41's), all of 30 s; then, with
+// classes, org 8's report is refused. It returns the reports in flight, and
+// hangs up on whichever are left when the test ends.
+func flood(t *testing.T, a *app, srv *httptest.Server) map[string]*inFlight {
+	t.Helper()
+	reports := map[string]*inFlight{}
+	t.Cleanup(func() {
+		for _, f := range reports {
+			f.hangUp()
+		}
+		for _, f := range reports {
+			<-f.done
+		}
+	})
+	running := func(s reqpool.Stats) int { return s.Running }
+	queued := func(s reqpool.Stats) int { return s.Queued }
+	for _, r := range []struct {
+		id    string
+		org   int
+		gauge func(reqpool.Stats) int
+		want  int
+	}{
+		{"report-org3-a", 3, running, 4},
+		{"report-org12-a", 12, running, 8},
+		{"report-org3-b", 3, queued, 4},
+		{"report-org3-c", 3, queued, 8},
+		{"report-org27-a", 27, queued, 12},
+		{"report-org41-a", 41, queued, 16},
+	} {
+		reports[r.id] = send(t, srv, fmt.Sprintf("/orgs/%d/report?sleep=30", r.org), r.id)
+		waitStats(t, a.pool, fmt.Sprintf("%s admitted, %d queries", r.id, r.want), func(s reqpool.Stats) bool { return r.gauge(s) == r.want })
+	}
+	return reports
+}
+
+// TestReportFlood floods the reports class, as several orgs asking for
+// slow reports at once would: they hold every worker and fill the report
+// queue. A report past that queue is refused at once with 503, but a
+// dashboard is not: it waits in the interactive class, its queries start as
+// soon as workers free up, ahead of the report queue, and it is answered
+// while that queue is still full of reports. Everything is counted (the
+// pool's Stats, the debug page's JSON), not timed: the reports sleep 30 s,
+// and the test frees their workers by hanging up on one. With
+// DASHBOARD_UPDATE_SCREENSHOT=1 it also writes the debug page of the flood,
+// as headless Chromium shows it, to docs/debug-page.png.
+func TestReportFlood(t *testing.T) {
+	a, srv := startAppWith(t, floodOptions, nil)
+	debug := httptest.NewServer(a.DebugHandler())
+	t.Cleanup(debug.Close) // before startApp's cleanup shuts the pool down
+	warmUp(t, a, srv)
+	before := a.pool.Stats()
+	reports := flood(t, a, srv)
+
+	// Org 8's report does not fit into the report queue: 503 at once, with
+	// Retry-After, counted as the reports class's rejection.
+	resp, body := get(t, srv, "/orgs/8/report?sleep=30", "report-org8-a")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a report past the full report queue: %s, Retry-After %q (%s); want 503 with Retry-After",
+			resp.Status, resp.Header.Get("Retry-After"), strings.TrimSpace(string(body)))
+	}
+
+	// A dashboard is admitted, in the interactive class, and waits: every
+	// worker runs a report's query, and none is preempted.
+	dash := send(t, srv, "/orgs/5/dashboard", "dash-org5")
+	defer dash.hangUp()
+	waitStats(t, a.pool, "the dashboard's 5 queries queued in the interactive class", func(s reqpool.Stats) bool {
+		return classStatsOf(s, interactiveClass).Queued == 5
+	})
+
+	page := readDebugPage(t, debug)
+	interactive, rep := classStatsOf(page.Stats, interactiveClass), classStatsOf(page.Stats, reportsClass)
+	if interactive.Running != 0 || interactive.Queued != 5 || interactive.Rejected != before.Classes[0].Rejected {
+		t.Errorf("interactive class %+v, want its 5 queries queued and no rejection", interactive)
+	}
+	if rep.Running != 8 || rep.Queued != 16 || rep.Flows != 4 || rep.Rejected != classStatsOf(before, reportsClass).Rejected+1 {
+		t.Errorf("reports class %+v, want 8 running, 16 queued, 4 orgs' flows, and the one rejection", rep)
+	}
+	// Each report is in its org's flow; org 3's two waiting reports are
+	// first and second in theirs. The dashboard is first in its own.
+	want := []debugRequest{
+		{"dash-org5", interactiveClass, "", 5, 0, 1},
+		{"report-org12-a", reportsClass, "12", 0, 4, 0},
+		{"report-org27-a", reportsClass, "27", 4, 0, 1},
+		{"report-org3-a", reportsClass, "3", 0, 4, 0},
+		{"report-org3-b", reportsClass, "3", 4, 0, 1},
+		{"report-org3-c", reportsClass, "3", 4, 0, 2},
+		{"report-org41-a", reportsClass, "41", 4, 0, 1},
+	}
+	got := slices.SortedFunc(slices.Values(page.Requests), func(a, b debugRequest) int { return strings.Compare(a.ID, b.ID) })
+	if !slices.Equal(got, want) {
+		t.Errorf("the debug page's requests\n%+v, want\n%+v", got, want)
+	}
+	_, html := get(t, debug, "/debug/reqpool", "")
+	for _, s := range []string{`class="card classes"`, `<td class="class">reports</td><td class="flow">3</td>`, `<td class="class">interactive</td><td class="flow">–</td>`} {
+		if !strings.Contains(string(html), s) {
+			t.Errorf("the debug page has no %s", s)
+		}
+	}
+	// /metrics counts the refusal in the reports class, none in the
+	// interactive one.
+	_, _, value := scrape(t, srv)
+	for class, want := range map[string]float64{reportsClass: 1, interactiveClass: 0} {
+		labels := map[string]string{"class": class, "reason": "queue_full"}
+		if got, ok := value("reqpool_rejected_total", labels); !ok || got != want {
+			t.Errorf("reqpool_rejected_total%v = %v (found: %v), want %v", labels, got, ok, want)
+		}
+	}
+	if got, ok := value("reqpool_flows_active", map[string]string{"class": reportsClass}); !ok || got != 4 {
+		t.Errorf("reqpool_flows_active{class=%q} = %v (found: %v), want 4: org 3, 12, 27 and 41", reportsClass, got, ok)
+	}
+	if os.Getenv("DASHBOARD_UPDATE_SCREENSHOT") == "1" {
+		writeScreenshot(t, debug.URL+"/debug/reqpool", "../../docs/debug-page.png")
+	}
+
+	// Free org 3's first report's 4 workers: the dashboard's queries take
+	// them, ahead of the 16 report queries waiting, and it is answered
+	// while the report queue still holds at least the 12 that the other 4
+	// workers cannot have started. No report query has ended but org 3's
+	// first 4, cancelled (lib/pq may still be cancelling some of them): the
+	// others sleep 30 s.
+	reports["report-org3-a"].hangUp()
+	ans := <-dash.done
+	after := a.pool.Stats()
+	if ans.err != nil {
+		t.Fatal(ans.err)
+	}
+	var d store.Dashboard
+	if ans.resp.StatusCode != http.StatusOK || json.Unmarshal(ans.body, &d) != nil || d.Org.ID != 5 {
+		t.Fatalf("the dashboard during the flood: %s: %s", ans.resp.Status, ans.body)
+	}
+	interactive, rep = classStatsOf(after, interactiveClass), classStatsOf(after, reportsClass)
+	if done := interactive.Completed - classStatsOf(before, interactiveClass).Completed; done != 5 || interactive.Rejected != 0 {
+		t.Errorf("interactive class %+v: %d queries completed since the warm-up, want the dashboard's 5 and no rejection", interactive, done)
+	}
+	repBefore := classStatsOf(before, reportsClass)
+	ended, cancelled := rep.Completed-repBefore.Completed, rep.Failed-repBefore.Failed
+	if rep.Queued < 12 || ended != cancelled || cancelled > 4 {
+		t.Errorf("reports class %+v when the dashboard was answered (after the warm-up: %+v): want at least 12 queries still queued, and no query ended but org 3's first 4, cancelled", rep, repBefore)
+	}
+	t.Logf("dashboard answered with %d report queries still queued; Server-Timing %s", rep.Queued, ans.resp.Header.Get("Server-Timing"))
+}
+
+// TestReportFloodWithoutClasses is TestReportFlood's flood on a pool of
+// one class (-classes=false): the dashboard waits behind every report
+// queued, fifth in the queue, as its 5 queries are more than a report's 4,
+// and when workers free up, a waiting report takes them, not the dashboard.
+func TestReportFloodWithoutClasses(t *testing.T) {
+	o := floodOptions
+	o.Classes = false
+	a, srv := startAppWith(t, o, nil)
+	debug := httptest.NewServer(a.DebugHandler())
+	t.Cleanup(debug.Close)
+	reports := flood(t, a, srv)
+	dash := send(t, srv, "/orgs/5/dashboard", "dash-org5")
+	t.Cleanup(func() { dash.hangUp(); <-dash.done })
+	waitStats(t, a.pool, "the dashboard's 5 queries queued", func(s reqpool.Stats) bool { return s.Queued == 16+5 })
+
+	page := readDebugPage(t, debug)
+	i := slices.IndexFunc(page.Requests, func(r debugRequest) bool { return r.ID == "dash-org5" })
+	if i < 0 || page.Requests[i] != (debugRequest{"dash-org5", "", "", 5, 0, 5}) {
+		t.Errorf("the dashboard in the debug page's requests %+v, want it fifth in the queue", page.Requests)
+	}
+
+	// Free org 3's first report's 4 workers: a waiting report takes them,
+	// and the dashboard still waits, with its 5 queries queued.
+	reports["report-org3-a"].hangUp()
+	s := waitStats(t, a.pool, "the freed workers taken", func(s reqpool.Stats) bool { return s.Running == 8 && s.Queued == 12+5 })
+	if s.Completed != s.Failed || s.Failed != 4 {
+		t.Errorf("stats %+v: want no query ended but org 3's 4 cancelled", s)
+	}
+	page = readDebugPage(t, debug)
+	i = slices.IndexFunc(page.Requests, func(r debugRequest) bool { return r.ID == "dash-org5" })
+	if i < 0 || page.Requests[i] != (debugRequest{"dash-org5", "", "", 5, 0, 4}) {
+		t.Errorf("the dashboard in the debug page's requests %+v, want it fourth in the queue, with its 5 queries queued", page.Requests)
+	}
+}
+
+// The size of docs/debug-page.png: as wide as the root module's debug page
+// test takes its screenshots, and tall enough for the flood's classes and
+// requests.
+const shotWidth, shotHeight = 1200, 1040
+
+// writeScreenshot has headless Chromium take a screenshot of url, with the
+// flags of the root module's debug page test (debug_test.go), and writes it
+// to path.
+func writeScreenshot(t *testing.T, url, path string) {
+	t.Helper()
+	bin := cmp.Or(os.Getenv("CHROMIUM"), "/usr/bin/chromium")
+	dir := t.TempDir()
+	shot := filepath.Join(dir, "shot.png")
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--no-proxy-server", "--user-data-dir="+filepath.Join(dir, "profile"),
+		"--screenshot="+shot, fmt.Sprintf("--window-size=%d,%d", shotWidth, shotHeight), "--hide-scrollbars", url)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
+	// Its own process group, killed whole once it exits or times out, so
+	// that no helper process of Chromium's outlives the test.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	out, err := cmd.CombinedOutput()
+	if cmd.Process != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", bin, err, out)
+	}
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatalf("no screenshot: %v\n%s", err, out)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := img.Bounds(); b != image.Rect(0, 0, shotWidth, shotHeight) {
+		t.Fatalf("a screenshot of %v, want %d×%d", b, shotWidth, shotHeight)
+	}
+	b, err := os.ReadFile(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %s", path)
 }
