@@ -3,6 +3,7 @@ package reqotel
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/reqpool/reqpool"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -22,8 +23,18 @@ import (
 // are.
 //
 //	go test -run '^$' -bench Observer -benchmem -count 6 | benchstat -
-func BenchmarkObserver(b *testing.B) {
-	p, err := reqpool.New(reqpool.Config{Workers: reqpool.DefaultWorkers})
+func BenchmarkObserver(b *testing.B) { benchObserver(b, reqpool.Config{}, "", "") }
+
+// BenchmarkObserverClasses is BenchmarkObserver on a pool of four classes,
+// for a request of the last, which the observer finds last, in a flow.
+func BenchmarkObserverClasses(b *testing.B) {
+	cfg := reqpool.Config{Classes: []reqpool.Class{{Name: "class-1"}, {Name: "class-2"}, {Name: "class-3"}, {Name: "class-4"}}}
+	benchObserver(b, cfg, "class-4", "tenant-1")
+}
+
+func benchObserver(b *testing.B, cfg reqpool.Config, class, flow string) {
+	cfg.Workers = reqpool.DefaultWorkers
+	p, err := reqpool.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -33,7 +44,10 @@ func BenchmarkObserver(b *testing.B) {
 		qs[i] = reqpool.Func(func(context.Context) error { return nil })
 	}
 	run := func(b *testing.B, ctx context.Context) {
-		ctx, release := p.NewContext(ctx)
+		ctx, release, err := p.NewClassContext(ctx, class, flow)
+		if err != nil {
+			b.Fatal(err)
+		}
 		defer release()
 		b.ReportAllocs()
 		for b.Loop() {
@@ -83,3 +97,39 @@ type discard struct{}
 
 func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
 func (discard) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkQueryDone is the observer's own cost per query with the SDK,
+// for a request that is not sampled (the metrics alone), without the
+// pool's: QueryDone called directly, of a pool without Classes and of the
+// last of four classes, as in BenchmarkObserverClasses.
+func BenchmarkQueryDone(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		classes []string
+		class   string
+	}{
+		{"classes=0", nil, ""},
+		{"classes=4", []string{"class-1", "class-2", "class-3", "class-4"}, "class-4"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+			b.Cleanup(func() {
+				tp.Shutdown(context.Background())
+				mp.Shutdown(context.Background())
+			})
+			o, err := newObserver(c.classes, WithTracerProvider(tp), WithMeterProvider(mp))
+			if err != nil {
+				b.Fatal(err)
+			}
+			t0 := time.Now()
+			rec := reqpool.QueryRecord{RequestID: "r", Class: c.class, Flow: "tenant-1", Admitted: t0,
+				Started: t0.Add(50 * time.Microsecond), Finished: t0.Add(time.Millisecond + 50*time.Microsecond)}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				o.QueryDone(ctx, rec)
+			}
+		})
+	}
+}

@@ -29,6 +29,8 @@
 //	reqpool.query.index     int      the query's position in its Fanout call
 //	reqpool.query.wait_time float64  seconds from its Fanout's admission to its start (or drop)
 //	reqpool.query.outcome   string   "ok", "error", "panic" or "dropped"
+//	reqpool.class           string   the request's priority class (Class.Name), on a pool with Config.Classes
+//	reqpool.flow            string   the request's flow (Config.Classify), WithFlowAttribute only, if it has one
 //
 // A query that returned an error, or panicked, has status Error, an
 // "exception" event at its end, and error.type (and db.response.status_code
@@ -39,7 +41,25 @@
 //
 // A refused Fanout adds an event "reqpool.fanout.refused" to the span in
 // its context (the request's), with reqpool.refusal.reason ("queue_full",
-// "too_many", "closed") and reqpool.fanout.queries.
+// "too_many", "closed"), reqpool.fanout.queries, and reqpool.class and
+// reqpool.flow as on the spans.
+//
+// # Classes and flows
+//
+// On a pool with Config.Classes, every span, refusal event and metric
+// measurement has reqpool.class, the Class.Name of the query's request. A
+// pool without Classes has one class, named "", and reports no
+// reqpool.class at all, as before classes existed: an empty string is a
+// value to OpenTelemetry (unlike Prometheus, which stores an empty label as
+// none), and would only add a series per metric. Class names are a small
+// set fixed by the Config, fit for metrics.
+//
+// The flow that Config.Classify names is never a metric attribute: its
+// values (a tenant, a user, an API key) are unbounded, and each would be a
+// series of its own. A span is one request's, so its cardinality is no
+// concern there, but a flow may name a user or carry a key that should not
+// reach the tracing backend: reqpool.flow is on spans and refusal events
+// only WithFlowAttribute, and never for a request without a flow.
 //
 // # Metrics
 //
@@ -55,8 +75,9 @@
 // reqpool.query.wait_time uses the same, so the two compare bucket by bucket.
 // reqpool.query.wait_time has reqpool.query.outcome, so that its count by
 // outcome is the count of queries by outcome; reqpool.fanout.refusals has
-// reqpool.refusal.reason. No metric carries the request id, whose values
-// are unbounded.
+// reqpool.refusal.reason. All three have reqpool.class on a pool with
+// Classes. No metric carries the request id or the flow, whose values are
+// unbounded.
 //
 // error.type is, in this order: "panic" for a query that panicked (or called
 // runtime.Goexit); the error's SQLSTATE when an error in its chain has a
@@ -79,7 +100,9 @@
 // allocations with no SDK installed (the global providers' defaults), most
 // of it in OpenTelemetry's global tracer; about 0.75 µs with the SDK for a
 // request that is not sampled (the metrics, mostly); and 2–3 µs with the
-// SDK for a sampled one. A database round trip is 100 µs or more.
+// SDK for a sampled one. reqpool.class adds no allocation, and about 0.1 µs
+// a query with the SDK, mostly the metrics' hashing of an attribute set of
+// two (BenchmarkQueryDone). A database round trip is 100 µs or more.
 package reqotel
 
 import (
@@ -113,6 +136,8 @@ const (
 	keyOutcome    = attribute.Key("reqpool.query.outcome")
 	keyReason     = attribute.Key("reqpool.refusal.reason")
 	keyQueries    = attribute.Key("reqpool.fanout.queries")
+	keyClass      = attribute.Key("reqpool.class")
+	keyFlow       = attribute.Key("reqpool.flow")
 	defaultSystem = "postgresql"
 )
 
@@ -130,6 +155,7 @@ type config struct {
 	tp       trace.TracerProvider
 	mp       metric.MeterProvider
 	dbSystem string
+	flow     bool
 }
 
 // WithTracerProvider makes Observe take its tracer from tp instead of
@@ -152,6 +178,15 @@ func WithDBSystemName(name string) Option {
 	return func(c *config) { c.dbSystem = name }
 }
 
+// WithFlowAttribute adds reqpool.flow, the flow that Config.Classify named
+// for the request, to every span and refusal event of a request with a
+// flow. It is off by default: a flow may be a user id or an API key, which
+// the spans would take to the tracing backend. It is never an attribute of
+// a metric, whose series it would multiply without bound.
+func WithFlowAttribute() Option {
+	return func(c *config) { c.flow = true }
+}
+
 // Observe attaches to p an Observer that reports its queries and refusals
 // to OpenTelemetry, as the package documentation describes, and returns a
 // function that detaches it again. The providers are read once, here: call
@@ -171,7 +206,11 @@ func Observe(p *reqpool.Pool, opts ...Option) (detach func(), err error) {
 	if p == nil {
 		panic("reqotel: Observe of a nil *reqpool.Pool")
 	}
-	o, err := newObserver(opts...)
+	var classes []string
+	for _, k := range p.Config().Classes {
+		classes = append(classes, k.Name)
+	}
+	o, err := newObserver(classes, opts...)
 	if err != nil {
 		return func() {}, err
 	}
@@ -185,9 +224,18 @@ type observer struct {
 	waitTime   metric.Float64Histogram
 	refusals   metric.Int64Counter
 	dbSystem   attribute.KeyValue
+	flow       bool // WithFlowAttribute
 
-	// Measurement options made once, so that the common paths allocate
-	// nothing for them.
+	// classes has the measurement options of each class of the pool, made
+	// once, so that the common paths allocate nothing for them; a pool
+	// without Classes has one, named "". Read-only after newObserver.
+	classes []*classOpts
+}
+
+// classOpts are the measurement options of one class.
+type classOpts struct {
+	name        string
+	attrs       []attribute.KeyValue    // reqpool.class, or none for the class "" of a pool without Classes
 	okOpts      []metric.RecordOption   // db.client.operation.duration of a query that succeeded
 	waitOpts    [][]metric.RecordOption // reqpool.query.wait_time, by outcome
 	refusalOpts [][]metric.AddOption    // reqpool.fanout.refusals, by reason
@@ -195,7 +243,9 @@ type observer struct {
 
 var _ reqpool.Observer = (*observer)(nil)
 
-func newObserver(opts ...Option) (*observer, error) {
+// newObserver returns the observer of a pool with the given classes (the
+// names of Config.Classes; none for a pool without).
+func newObserver(classes []string, opts ...Option) (*observer, error) {
 	var c config
 	for _, opt := range opts {
 		opt(&c)
@@ -212,6 +262,7 @@ func newObserver(opts ...Option) (*observer, error) {
 	o := &observer{
 		tracer:   c.tp.Tracer(ScopeName, trace.WithSchemaURL(semconv.SchemaURL)),
 		dbSystem: semconv.DBSystemNameKey.String(c.dbSystem),
+		flow:     c.flow,
 	}
 	meter := c.mp.Meter(ScopeName, metric.WithSchemaURL(semconv.SchemaURL))
 	var err1, err2, err3 error
@@ -230,16 +281,61 @@ func newObserver(opts ...Option) (*observer, error) {
 		return nil, fmt.Errorf("reqotel: %w", err)
 	}
 
-	o.okOpts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(o.dbSystem))}
-	for out := reqpool.OutcomeOK; out <= reqpool.OutcomeDropped; out++ {
-		set := attribute.NewSet(keyOutcome.String(out.String()))
-		o.waitOpts = append(o.waitOpts, []metric.RecordOption{metric.WithAttributeSet(set)})
+	if len(classes) == 0 {
+		classes = []string{""}
 	}
-	for r := reqpool.RefusedQueueFull; r <= reqpool.RefusedClosed; r++ {
-		set := attribute.NewSet(keyReason.String(r.String()))
-		o.refusalOpts = append(o.refusalOpts, []metric.AddOption{metric.WithAttributeSet(set)})
+	for _, name := range classes {
+		o.classes = append(o.classes, o.newClassOpts(name))
 	}
 	return o, nil
+}
+
+// newClassOpts makes the measurement options of the class name.
+func (o *observer) newClassOpts(name string) *classOpts {
+	k := &classOpts{name: name}
+	if name != "" {
+		k.attrs = []attribute.KeyValue{keyClass.String(name)}
+	}
+	set := func(kv attribute.KeyValue) attribute.Set {
+		return attribute.NewSet(append(k.attrs[:len(k.attrs):len(k.attrs)], kv)...)
+	}
+	k.okOpts = []metric.RecordOption{metric.WithAttributeSet(set(o.dbSystem))}
+	for out := reqpool.OutcomeOK; out <= reqpool.OutcomeDropped; out++ {
+		k.waitOpts = append(k.waitOpts, []metric.RecordOption{metric.WithAttributeSet(set(keyOutcome.String(out.String())))})
+	}
+	for r := reqpool.RefusedQueueFull; r <= reqpool.RefusedClosed; r++ {
+		k.refusalOpts = append(k.refusalOpts, []metric.AddOption{metric.WithAttributeSet(set(keyReason.String(r.String())))})
+	}
+	return k
+}
+
+// class returns the measurement options of the class name: the pool's,
+// made once, or, for a class that the pool's Config does not name (which
+// reqpool does not report), options made anew.
+func (o *observer) class(name string) *classOpts {
+	for _, k := range o.classes {
+		if k.name == name {
+			return k
+		}
+	}
+	return o.newClassOpts(name)
+}
+
+// requestAttrs returns the attributes that a span or event of a request of
+// class k and flow has: reqpool.class, and reqpool.flow WithFlowAttribute,
+// for those that are not "", followed by more.
+func (o *observer) requestAttrs(k *classOpts, flow string, more ...attribute.KeyValue) []attribute.KeyValue {
+	withFlow := o.flow && flow != ""
+	n := len(k.attrs) + len(more)
+	if withFlow {
+		n++
+	}
+	kvs := make([]attribute.KeyValue, 0, n)
+	kvs = append(kvs, k.attrs...)
+	if withFlow {
+		kvs = append(kvs, keyFlow.String(flow))
+	}
+	return append(kvs, more...)
 }
 
 // QueryDone makes the query's span and records its measurements.
@@ -261,13 +357,14 @@ func (o *observer) QueryDone(ctx context.Context, rec reqpool.QueryRecord) {
 			errAttrs = append(errAttrs, semconv.DBResponseStatusCodeKey.String(code))
 		}
 	}
+	k := o.class(rec.Class)
 	if span.IsRecording() {
-		span.SetAttributes(
+		span.SetAttributes(o.requestAttrs(k, rec.Flow,
 			keyRequestID.String(rec.RequestID),
 			keyIndex.Int(rec.Index),
 			keyWait.Float64(wait),
 			keyOutcome.String(rec.Outcome.String()),
-		)
+		)...)
 		if failed {
 			recordFailure(span, rec, errAttrs)
 		}
@@ -277,18 +374,18 @@ func (o *observer) QueryDone(ctx context.Context, rec reqpool.QueryRecord) {
 	}
 
 	if o.waitTime.Enabled(ctx) {
-		if int(rec.Outcome) < len(o.waitOpts) {
-			o.waitTime.Record(ctx, wait, o.waitOpts[rec.Outcome]...)
+		if int(rec.Outcome) < len(k.waitOpts) {
+			o.waitTime.Record(ctx, wait, k.waitOpts[rec.Outcome]...)
 		} else {
-			o.waitTime.Record(ctx, wait, metric.WithAttributes(keyOutcome.String(rec.Outcome.String())))
+			o.waitTime.Record(ctx, wait, metric.WithAttributes(append(k.attrs[:len(k.attrs):len(k.attrs)], keyOutcome.String(rec.Outcome.String()))...))
 		}
 	}
 	if rec.Outcome != reqpool.OutcomeDropped && o.opDuration.Enabled(ctx) {
 		run := rec.Run().Seconds()
 		if failed {
-			o.opDuration.Record(ctx, run, metric.WithAttributes(append(errAttrs, o.dbSystem)...))
+			o.opDuration.Record(ctx, run, metric.WithAttributes(append(append(errAttrs, o.dbSystem), k.attrs...)...))
 		} else {
-			o.opDuration.Record(ctx, run, o.okOpts...)
+			o.opDuration.Record(ctx, run, k.okOpts...)
 		}
 	}
 }
@@ -342,17 +439,18 @@ func errorType(rec reqpool.QueryRecord) (errType, code string) {
 
 // Refused counts the refusal and adds an event to the span in ctx.
 func (o *observer) Refused(ctx context.Context, ref reqpool.Refusal) {
+	k := o.class(ref.Class)
 	if o.refusals.Enabled(ctx) {
-		if int(ref.Reason) < len(o.refusalOpts) {
-			o.refusals.Add(ctx, 1, o.refusalOpts[ref.Reason]...)
+		if int(ref.Reason) < len(k.refusalOpts) {
+			o.refusals.Add(ctx, 1, k.refusalOpts[ref.Reason]...)
 		} else {
-			o.refusals.Add(ctx, 1, metric.WithAttributes(keyReason.String(ref.Reason.String())))
+			o.refusals.Add(ctx, 1, metric.WithAttributes(append(k.attrs[:len(k.attrs):len(k.attrs)], keyReason.String(ref.Reason.String()))...))
 		}
 	}
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddEvent(refusedEvent, trace.WithAttributes(
+		span.AddEvent(refusedEvent, trace.WithAttributes(o.requestAttrs(k, ref.Flow,
 			keyReason.String(ref.Reason.String()),
 			keyQueries.Int(ref.Queries),
-		))
+		)...))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -231,6 +232,10 @@ func TestHTTP(t *testing.T) {
 			if w := attr(s.Attributes, keyWait); w.Type() != attribute.FLOAT64 || w.AsFloat64() < 0 || w.AsFloat64() > 10 {
 				t.Errorf("%s query %d: wait_time %v", path, i, w.String())
 			}
+			// A pool without Classes: no class; no flow without WithFlowAttribute.
+			if c, f := attr(s.Attributes, keyClass), attr(s.Attributes, keyFlow); c.Type() != attribute.EMPTY || f.Type() != attribute.EMPTY {
+				t.Errorf("%s query %d: reqpool.class %v, reqpool.flow %v, want neither", path, i, c.String(), f.String())
+			}
 		}
 	}
 
@@ -401,7 +406,7 @@ func keys[V any](m map[string]V) []string {
 // TestObserver calls the Observer directly with what a pool may tell it.
 func TestObserver(t *testing.T) {
 	tel := newTelemetry(t)
-	o, err := newObserver(append(tel.options(), WithDBSystemName("cockroachdb"))...)
+	o, err := newObserver(nil, append(tel.options(), WithDBSystemName("cockroachdb"))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,4 +533,193 @@ func TestObserveNilPool(t *testing.T) {
 		}
 	}()
 	Observe(nil)
+}
+
+// TestClasses serves requests of two classes, whose Config.Classify reads
+// the class and the flow from the URL, through otelhttp and
+// reqpool.Middleware, fills the batch class's queue so that one of its
+// requests is refused, and checks that every span, refusal event and
+// metric data point has its reqpool.class, and that reqpool.flow is on
+// spans and events only WithFlowAttribute, and never on a metric.
+func TestClasses(t *testing.T) {
+	for _, withFlow := range []bool{false, true} {
+		t.Run(fmt.Sprint("flow=", withFlow), func(t *testing.T) { testClasses(t, withFlow) })
+	}
+}
+
+func testClasses(t *testing.T, withFlow bool) {
+	tel := newTelemetry(t)
+	pool := newPool(t, reqpool.Config{
+		Workers: 1, MaxFanout: 2,
+		Classes: []reqpool.Class{{Name: "interactive", Share: 3}, {Name: "batch", QueueSize: 1}},
+		Classify: func(r *http.Request) (class, flow string) {
+			return r.URL.Query().Get("class"), r.URL.Query().Get("flow")
+		},
+	})
+	opts := tel.options()
+	if withFlow {
+		opts = append(opts, WithFlowAttribute())
+	}
+	detach, err := Observe(pool, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+
+	hold, started := make(chan struct{}), make(chan struct{})
+	unhold := sync.OnceFunc(func() { close(hold) })
+	defer unhold() // before srv.Close waits for the handlers, if the test fails
+	held := reqpool.Func(func(context.Context) error {
+		close(started)
+		<-hold
+		return nil
+	})
+	boom := errors.New("boom")
+	mux := http.NewServeMux()
+	fanout := func(path string, qs ...reqpool.Query) {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			if err := reqpool.Fanout(r.Context(), qs...); err != nil {
+				reqpool.WriteError(w, r, err)
+			}
+		})
+	}
+	fanout("/ok", sleep(0), sleep(0))
+	fanout("/hold", held, sleep(0)) // the only worker, and the batch queue full
+	fanout("/three", sleep(0), sleep(0), sleep(0))
+	fanout("/fail", fail(boom))
+	srv := httptest.NewServer(otelhttp.NewHandler(reqpool.Middleware(pool)(mux), "server",
+		otelhttp.WithTracerProvider(tel.tp), otelhttp.WithMeterProvider(metricnoop.NewMeterProvider())))
+	defer srv.Close()
+	get := func(path, id string, want int) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		req.Header.Set(reqpool.RequestIDHeader, id)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %s, want %d", path, resp.Status, want)
+		}
+	}
+
+	get("/ok?class=interactive&flow=user-1", "req-ok", http.StatusOK)
+	var wg sync.WaitGroup
+	wg.Go(func() { get("/hold?class=batch&flow=tenant-a", "req-hold", http.StatusOK) })
+	<-started
+	get("/ok?class=batch&flow=tenant-b", "req-full", http.StatusServiceUnavailable)
+	get("/three?class=interactive&flow=user-2", "req-three", http.StatusInternalServerError)
+	unhold()
+	wg.Wait()
+	get("/fail?class=batch", "req-fail", http.StatusInternalServerError) // no flow
+	srv.Close()                                                          // waits for the handlers, and so for their spans
+
+	// Spans: each query's has its request's class, and its flow only
+	// WithFlowAttribute.
+	byReq := querySpans(t, tel.spans.GetSpans())
+	for id, want := range map[string]struct {
+		class, flow string
+		n           int
+	}{
+		"req-ok":   {"interactive", "user-1", 2},
+		"req-hold": {"batch", "tenant-a", 2},
+		"req-fail": {"batch", "", 1},
+	} {
+		if len(byReq[id]) != want.n {
+			t.Errorf("%s: %d query spans, want %d", id, len(byReq[id]), want.n)
+		}
+		if !withFlow {
+			want.flow = ""
+		}
+		for i, s := range byReq[id] {
+			if got := attr(s.Attributes, keyClass); got.AsString() != want.class {
+				t.Errorf("%s query %d: reqpool.class %q, want %q", id, i, got.AsString(), want.class)
+			}
+			if got := attr(s.Attributes, keyFlow); got.AsString() != want.flow || (want.flow == "") != (got.Type() == attribute.EMPTY) {
+				t.Errorf("%s query %d: reqpool.flow %q (%v), want %q", id, i, got.AsString(), got.Type(), want.flow)
+			}
+		}
+	}
+	if n := len(byReq); n != 3 {
+		t.Errorf("query spans of %d requests, want 3: the refused ones ran none", n)
+	}
+
+	// Refusal events, on the requests' server spans.
+	events := map[string][]attribute.KeyValue{} // by reason
+	for _, s := range tel.spans.GetSpans() {
+		for _, ev := range s.Events {
+			if ev.Name == refusedEvent {
+				events[attr(ev.Attributes, keyReason).AsString()] = ev.Attributes
+			}
+		}
+	}
+	for reason, want := range map[string]struct{ class, flow string }{
+		"queue_full": {"batch", "tenant-b"},
+		"too_many":   {"interactive", "user-2"},
+	} {
+		ev, ok := events[reason]
+		if !ok {
+			t.Errorf("no %s event %s", refusedEvent, reason)
+			continue
+		}
+		if !withFlow {
+			want.flow = ""
+		}
+		if attr(ev, keyClass).AsString() != want.class || attr(ev, keyFlow).AsString() != want.flow {
+			t.Errorf("%s event %s: attributes %v, want class %q, flow %q", refusedEvent, reason, ev, want.class, want.flow)
+		}
+	}
+
+	// Metrics: by class, never by flow.
+	ms := tel.metrics(t)
+	class := func(name string) attribute.KeyValue { return keyClass.String(name) }
+	checkHistogram(t, histogram(t, ms, "db.client.operation.duration"), map[attribute.Set]uint64{
+		attribute.NewSet(dbSystem("postgresql"), class("interactive")):                                                  2,
+		attribute.NewSet(dbSystem("postgresql"), class("batch")):                                                        2,
+		attribute.NewSet(dbSystem("postgresql"), class("batch"), attribute.String("error.type", "*errors.errorString")): 1,
+	})
+	checkHistogram(t, histogram(t, ms, "reqpool.query.wait_time"), map[attribute.Set]uint64{
+		attribute.NewSet(class("interactive"), keyOutcome.String("ok")): 2,
+		attribute.NewSet(class("batch"), keyOutcome.String("ok")):       2,
+		attribute.NewSet(class("batch"), keyOutcome.String("error")):    1,
+	})
+	checkSum(t, ms, "reqpool.fanout.refusals", "{fanout}", map[attribute.Set]int64{
+		attribute.NewSet(class("batch"), keyReason.String("queue_full")):     1,
+		attribute.NewSet(class("interactive"), keyReason.String("too_many")): 1,
+	})
+}
+
+// TestUnknownClass: a class that the pool's Config does not name, which
+// reqpool does not report, is reported under its own name all the same.
+func TestUnknownClass(t *testing.T) {
+	tel := newTelemetry(t)
+	o, err := newObserver([]string{"a", "b"}, tel.options()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	t0 := time.Now()
+	for _, class := range []string{"a", "ghost", "ghost", ""} {
+		o.QueryDone(ctx, reqpool.QueryRecord{Class: class, Admitted: t0, Started: t0, Finished: t0.Add(time.Millisecond)})
+		o.Refused(ctx, reqpool.Refusal{Class: class, Reason: reqpool.RefusedQueueFull})
+	}
+	o.QueryDone(ctx, reqpool.QueryRecord{Class: "a", Outcome: reqpool.Outcome(9)}) // an outcome of a later reqpool
+	o.Refused(ctx, reqpool.Refusal{Class: "a", Reason: 7})
+
+	ms := tel.metrics(t)
+	okIn := func(class ...attribute.KeyValue) attribute.Set {
+		return attribute.NewSet(append(class, keyOutcome.String("ok"))...)
+	}
+	checkHistogram(t, histogram(t, ms, "reqpool.query.wait_time"), map[attribute.Set]uint64{
+		okIn(keyClass.String("a")): 1, okIn(keyClass.String("ghost")): 2, okIn(): 1,
+		attribute.NewSet(keyClass.String("a"), keyOutcome.String("unknown")): 1,
+	})
+	checkSum(t, ms, "reqpool.fanout.refusals", "{fanout}", map[attribute.Set]int64{
+		attribute.NewSet(keyClass.String("a"), keyReason.String("queue_full")):     1,
+		attribute.NewSet(keyClass.String("ghost"), keyReason.String("queue_full")): 2,
+		attribute.NewSet(keyReason.String("queue_full")):                           1,
+		attribute.NewSet(keyClass.String("a"), keyReason.String("unknown")):        1,
+	})
 }
