@@ -129,6 +129,7 @@ func (c *class) retire(f *flow) {
 // queueItem is what a prioQueue holds: a value that orders itself and
 // keeps its own index in the queue (-1 when out of it).
 type queueItem[T any] interface {
+	comparable
 	before(T) bool
 	slot() *int
 }
@@ -145,6 +146,19 @@ func (q prioQueue[T]) Len() int { return len(q) }
 // place puts x into q when in is true, restoring its position if it is
 // there already (its order changed), and takes it out when in is false.
 func (q *prioQueue[T]) place(x T, in bool) {
+	if h := *q; in && len(h) == 1 && h[0] == x {
+		// Alone: there is no order to restore. This is every call in a pool
+		// without classes and flows (one class, one flow), and most with one
+		// request queued. The check is inlined into the callers, sparing
+		// them a call and the calls through the generic dictionary: a tenth
+		// of a Fanout of 8 (BenchmarkFanout8).
+		return
+	}
+	q.move(x, in)
+}
+
+// move is place, for an x that is not alone in q.
+func (q *prioQueue[T]) move(x T, in bool) {
 	h := *q
 	switch i := *x.slot(); {
 	case in && i < 0:
