@@ -117,8 +117,8 @@ func (h *Handle) route(class, flow string) {
 
 // NewClassContext is NewContext for a request of the class and flow given,
 // as Config.Classify gives them to Middleware's requests: a class of ""
-// is the first class, and a flow of "" makes the request a flow of its
-// own. It fails, returning a nil context and cancel, with an error
+// is the first class, and a flow of "" leaves the request flowless (see
+// Config.Classify). It fails, returning a nil context and cancel, with an error
 // wrapping ErrUnknownClass when the pool has no such class.
 func (p *Pool) NewClassContext(parent context.Context, class, flow string) (context.Context, context.CancelFunc, error) {
 	c, err := p.sched.class(class)

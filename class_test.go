@@ -154,21 +154,34 @@ func TestUnknownClass(t *testing.T) {
 }
 
 // startLog records the class (or flow) of each query as it starts, in
-// order, and makes the queries that must wait hold their slot until let
-// go.
+// order, and makes the queries that must wait hold their slot until their
+// tag's gate lets one of them go.
 type startLog struct {
-	mu     sync.Mutex // protects starts
+	mu     sync.Mutex // protects starts and gates
 	starts []string
+	gates  map[string]chan struct{}
 	signal chan struct{} // a token per start
-	gate   chan struct{} // a token lets one held query return
 }
 
 func newStartLog() *startLog {
-	return &startLog{signal: make(chan struct{}, 1000), gate: make(chan struct{})}
+	return &startLog{signal: make(chan struct{}, 1000), gates: map[string]chan struct{}{}}
 }
 
-// query returns a query that logs tag and, if hold, waits for the gate.
+// gate returns tag's gate: a send on it lets one held query of tag return.
+func (l *startLog) gate(tag string) chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := l.gates[tag]
+	if g == nil {
+		g = make(chan struct{})
+		l.gates[tag] = g
+	}
+	return g
+}
+
+// query returns a query that logs tag and, if hold, waits for tag's gate.
 func (l *startLog) query(tag string, hold bool) Query {
+	gate := l.gate(tag)
 	return Func(func(ctx context.Context) error {
 		l.mu.Lock()
 		l.starts = append(l.starts, tag)
@@ -176,7 +189,7 @@ func (l *startLog) query(tag string, hold bool) Query {
 		l.signal <- struct{}{}
 		if hold {
 			select {
-			case <-l.gate:
+			case <-gate:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -240,7 +253,7 @@ func TestClassesThroughServer(t *testing.T) {
 		runtime.Gosched()
 	}
 	n := len(log.since(0))
-	log.gate <- struct{}{} // one batch query ends: its worker goes to interactive
+	log.gate("batch") <- struct{}{} // one batch query ends: its worker goes to interactive
 	if r := <-replies; r.err != nil || r.status != http.StatusOK {
 		t.Fatalf("first reply %+v, want the released batch request's 200", r)
 	}
@@ -252,9 +265,9 @@ func TestClassesThroughServer(t *testing.T) {
 		t.Errorf("starts after a batch query ended: %v, want %v", got, want)
 	}
 	for range batchQueue + 1 {
-		log.gate <- struct{}{}
+		log.gate("batch") <- struct{}{}
 	}
-	for range batchQueue {
+	for range batchQueue + 1 {
 		if r := <-replies; r.status != http.StatusOK {
 			t.Errorf("batch reply %+v", r)
 		}
@@ -290,15 +303,26 @@ func TestClassSharesThroughServer(t *testing.T) {
 	for p.Stats().Classes[0].Queued < 20 {
 		runtime.Gosched()
 	}
-	for i, want := range [][]int{{1, 3}, {2, 2}, {3, 1}, {3, 1}, {3, 1}, {3, 1}} {
-		log.gate <- struct{}{} // some query ends, of either class
-		log.wait(1)            // and its worker starts the next: counted by then
-		if got := running(); !slices.Equal(got, want) {
-			t.Errorf("after %d completions: running %v, want %v", i+1, got, want)
+	released := map[string]int{}
+	for i, step := range []struct {
+		ends string // the class whose query ends
+		want []int
+	}{
+		{"batch", []int{1, 3}}, {"batch", []int{2, 2}}, {"batch", []int{3, 1}},
+		{"interactive", []int{3, 1}}, {"batch", []int{3, 1}}, {"interactive", []int{3, 1}},
+	} {
+		log.gate(step.ends) <- struct{}{}
+		released[step.ends]++
+		log.wait(1) // its worker has started the next query: counted by then
+		if got := running(); !slices.Equal(got, step.want) {
+			t.Errorf("after %d completions (the last of %s): running %v, want %v", i+1, step.ends, got, step.want)
 		}
 	}
-	for range 40 - 6 {
-		log.gate <- struct{}{}
+	// Interactive first: while it has work, it has queries running.
+	for _, class := range []string{"interactive", "batch"} {
+		for range 20 - released[class] {
+			log.gate(class) <- struct{}{}
+		}
 	}
 	for range 2 {
 		if r := <-replies; r.status != http.StatusOK {
@@ -331,7 +355,7 @@ func TestFlowsThroughServer(t *testing.T) {
 		t.Errorf("%d flows, want 2", f)
 	}
 	n := len(log.since(0))
-	log.gate <- struct{}{}
+	log.gate("A") <- struct{}{}
 	if r := <-replies; r.err != nil || r.status != http.StatusOK {
 		t.Fatalf("B: %+v", r)
 	}
@@ -340,7 +364,7 @@ func TestFlowsThroughServer(t *testing.T) {
 		t.Errorf("starts after a query of A ended: %v, want B's two first", got)
 	}
 	for range 2*requestsA - 1 {
-		log.gate <- struct{}{}
+		log.gate("A") <- struct{}{}
 	}
 	for range requestsA {
 		if r := <-replies; r.status != http.StatusOK {

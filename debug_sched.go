@@ -85,8 +85,7 @@ func compareLive(a, b liveRequest) int {
 	}
 	return cmp.Or(
 		cmp.Compare(a.classIndex, b.classIndex),
-		cmp.Compare(a.flowOwn, b.flowOwn),
-		cmp.Compare(a.flowTurn, b.flowTurn),
+		compareFlows(a.flowOwn, a.flowTurn, b.flowOwn, b.flowTurn),
 		trueFirst(a.flowHead, b.flowHead),
 		cmp.Compare(a.flow, b.flow),
 		compareReady(a.key, a.seq, b.key, b.seq),

@@ -116,7 +116,7 @@ func ExampleConfig_classes() {
 			if r.URL.Path == "/export" {
 				return "batch", r.Header.Get("X-Tenant")
 			}
-			return "interactive", "" // each page request on its own
+			return "interactive", "" // flowless: fewest remaining first among themselves
 		},
 	})
 	if err != nil {

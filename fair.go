@@ -1,5 +1,7 @@
 package reqpool
 
+import "cmp"
+
 // The scheduler picks the next query in three steps, each fair in its own
 // way (the policy is described on Pool):
 //
@@ -66,10 +68,16 @@ type flow struct {
 // before orders the flows of a class: fewer queries executing first, then
 // the one whose turn came longer ago.
 func (f *flow) before(g *flow) bool {
-	if f.own != g.own {
-		return f.own < g.own
+	return compareFlows(f.own, f.turn, g.own, g.turn) < 0
+}
+
+// compareFlows orders two flows of a class by their own counts, then their
+// turns: the scheduler's order, which Pool.DebugHandler's listing follows.
+func compareFlows(ownA int, turnA uint64, ownB int, turnB uint64) int {
+	if c := cmp.Compare(ownA, ownB); c != 0 {
+		return c
 	}
-	return f.turn < g.turn
+	return cmp.Compare(turnA, turnB)
 }
 
 func (f *flow) slot() *int { return &f.index }
@@ -121,7 +129,10 @@ func (c *class) flowFor(name string) *flow {
 // naming flows by something unbounded (a user id) costs nothing after.
 // Callers hold mu.
 func (c *class) retire(f *flow) {
-	if f.refs == 0 && f.own == 0 && f != c.anon {
+	// A query of a retired flow can still end (one that a query's own
+	// goroutine fanned out in its parent's lent slot may outlive its
+	// request): the name may belong to a newer flow by then.
+	if f.refs == 0 && f.own == 0 && f != c.anon && c.named[f.name] == f {
 		delete(c.named, f.name)
 	}
 }
@@ -147,9 +158,9 @@ func (q prioQueue[T]) Len() int { return len(q) }
 // there already (its order changed), and takes it out when in is false.
 func (q *prioQueue[T]) place(x T, in bool) {
 	if h := *q; in && len(h) == 1 && h[0] == x {
-		// Alone: there is no order to restore. This is every call in a pool
-		// without classes and flows (one class, one flow), and most with one
-		// request queued. The check is inlined into the callers, sparing
+		// Alone: there is no order to restore. This is every call on a
+		// class's queue in a pool without classes and flows (one class, one
+		// flow), and on a flow's while it has one request ready. The check is inlined into the callers, sparing
 		// them a call and the calls through the generic dictionary: a tenth
 		// of a Fanout of 8 (BenchmarkFanout8).
 		return

@@ -19,11 +19,13 @@ import (
 // they wrote.
 //
 // Fanout fails at once, running nothing, with ErrNoHandle if ctx carries no
-// handle, ErrTooManyTasks above Config.MaxFanout queries, ErrQueueFull if
-// the queries do not all fit into the free workers and the free queue space,
-// ErrClosed after Shutdown, ctx.Err() if ctx is already done, and a
-// *QueryError for an invalid Query or for a second query on the same
-// transaction or connection (wrapping ErrSharedConn).
+// handle, ErrUnknownClass if Config.Classify put the request in a class the
+// pool does not have, ErrTooManyTasks above Config.MaxFanout queries (or
+// above Workers plus the QueueSize of the request's class), ErrQueueFull if
+// the queries do not all fit into the free workers and the free space of
+// the class's queue, ErrClosed after Shutdown, ctx.Err() if ctx is already
+// done, and a *QueryError for an invalid Query or for a second query on the
+// same transaction or connection (wrapping ErrSharedConn).
 //
 // A query that calls runtime.Goexit (t.FailNow in a test) fails its
 // Fanout as an error would, cancelling its siblings. If it ran on the
@@ -46,6 +48,9 @@ func Fanout(ctx context.Context, queries ...Query) error {
 }
 
 func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
+	if h.err != nil {
+		return h.err // Classify named an unknown class
+	}
 	n := len(queries)
 	if n == 0 {
 		return nil
@@ -57,9 +62,6 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	}
 	if h.timing != nil {
 		obs = append(obs[:len(obs):len(obs)], h.timing) // a copy: obs is shared
-	}
-	if h.err != nil {
-		return h.err // Classify named an unknown class
 	}
 	if c := h.class; n > c.maxFanout {
 		s.mu.Lock()

@@ -30,7 +30,7 @@ type Observer interface {
 type QueryRecord struct {
 	RequestID string    // the request id of its handle
 	Class     string    // its request's class (Class.Name; "" without Config.Classes)
-	Flow      string    // its request's flow, as Config.Classify named it: "" for none
+	Flow      string    // its request's flow, as Config.Classify or Pool.NewClassContext named it: "" for none
 	Index     int       // its position in its Fanout call
 	Admitted  time.Time // when its Fanout was admitted
 	Started   time.Time // when it started; zero if it was dropped

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -162,8 +163,8 @@ func (c Config) withDefaults() (Config, error) {
 //
 // remaining counts the request's queries queued or executing, and arrival is
 // the flow's count of completed queries when the request's oldest queued
-// Fanout was admitted (without Classify, the pool's count,
-// Stats.Completed). That count is the scheduler's clock: it runs at the pace
+// Fanout was admitted (for a pool without classes and flows, the pool's
+// count, Stats.Completed). That count is the scheduler's clock: it runs at the pace
 // of the flow's own work, so the policy needs no tuning to the queries'
 // duration and reads no wall clock.
 //
@@ -173,8 +174,9 @@ func (c Config) withDefaults() (Config, error) {
 // and of two requests that both have to queue, the one nearer completion
 // finishes first. The arrival term is the aging that keeps large requests
 // from starving: a request with n queries left is overtaken only by requests
-// that arrive before its flow completes n × Workers more queries (at full
-// load, about n query times), and its key only shrinks as it runs. Past that
+// that arrive before its flow completes n × Workers more queries (about n
+// query times while the flow has every worker, longer in proportion to the
+// part of the workers it has), and its key only shrinks as it runs. Past that
 // point only requests already queued can go first, and the class's queue
 // holds at most its QueueSize queries. So a Fanout of n queries, alone on
 // its handle, is done once at most n×Workers + QueueSize + n + Workers
@@ -185,14 +187,20 @@ func (c Config) withDefaults() (Config, error) {
 // argument order.
 //
 // The first two steps share workers, not turns: a class or flow holds its
-// share for as long as its queries run. So their bounds count what it is
-// owed once it has nothing executing. A class with queries waiting and none
-// executing starts one within K completions of the pool's queries (K
-// classes). A flow with queries waiting and none executing starts one
-// within F starts of its class (F flows with queries waiting), since a
-// flow that is served goes behind the others of its class that have as
-// few executing (TestSchedClassBound, TestSchedFlowBound). No class with a
-// share and work, and no flow with work, waits forever while queries end.
+// share for as long as its queries run, so their bounds count from the
+// moment it has nothing executing. A class with queries waiting and none
+// executing starts one within K starts in slots of their own (K classes):
+// only a class that also has none executing and whose turn came earlier can
+// go first, and each only once. A flow with queries waiting and none
+// executing starts one within F starts of its class (F flows of the class
+// with queries waiting), for the same reason (TestSchedClassBound,
+// TestSchedFlowBound). Starts follow completions, since the pool is
+// work-conserving. So a Fanout of n queries, alone on its handle, is done
+// once its flow has completed the n×Workers + QueueSize + n + Workers
+// queries above, and its flow and class are never left without a query
+// executing for more than those F and K starts: no class with work and no
+// flow with work waits forever while queries end. What a class or flow is
+// not promised is more than its share while the others' queries run long.
 //
 // The scheduler's invariants are stated beside its fields, in sched.go.
 //
@@ -218,7 +226,11 @@ func New(cfg Config) (*Pool, error) {
 }
 
 // Config returns the pool's configuration with the defaults filled in.
-func (p *Pool) Config() Config { return p.cfg }
+func (p *Pool) Config() Config {
+	c := p.cfg
+	c.Classes = slices.Clone(c.Classes) // the caller's to change
+	return c
+}
 
 // Stats is a snapshot of a pool. The first four fields are gauges, the rest
 // cumulative counters since New.

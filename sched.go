@@ -187,12 +187,25 @@ func (s *sched) admit(g *group, lent bool) error {
 	g.pending = n
 	r.queuedGroups.push(g)
 	r.liveGroups.push(g)
-	r.queued += n
-	c.queued += n
-	s.queued += n
+	s.count(r, n, 0)
 	c.counts.submitted += uint64(n)
 	s.rekey(r)
 	return nil
+}
+
+// count changes r's queued and own counts by queued and own, and with them
+// those of its flow, its class and the scheduler: the one place that keeps
+// them summing up. Callers hold mu, and then rekey r.
+func (s *sched) count(r *request, queued, own int) {
+	f := r.flow
+	c := f.class
+	r.queued += queued
+	c.queued += queued
+	s.queued += queued
+	r.own += own
+	f.own += own
+	c.own += own
+	s.executing += own
 }
 
 // rekey restores r's key and its place in (or out of) its flow's ready
@@ -234,24 +247,18 @@ func (s *sched) pop() (*group, int) {
 // of its own (false: in a slot lent by its parent). Callers hold mu.
 func (s *sched) start(g *group, counted bool) int {
 	r := g.req
-	f := r.flow
-	c := f.class
 	i := g.started
 	g.started++
 	g.executing++
 	if g.started == len(g.queries) {
 		r.queuedGroups.remove(g)
 	}
-	r.queued--
-	c.queued--
-	s.queued--
 	if counted {
 		s.turn++
-		f.turn, c.turn = s.turn, s.turn
-		r.own++
-		f.own++
-		c.own++
-		s.executing++
+		r.flow.turn, r.flow.class.turn = s.turn, s.turn
+		s.count(r, -1, 1)
+	} else {
+		s.count(r, -1, 0)
 	}
 	s.rekey(r)
 	return i
@@ -267,10 +274,7 @@ func (s *sched) finish(g *group, i int, err error, counted bool) {
 	f.completed++
 	c.counts.completed++
 	if counted {
-		r.own--
-		f.own--
-		c.own--
-		s.executing--
+		s.count(r, 0, -1)
 	}
 	if err != nil {
 		c.counts.failed++
@@ -310,9 +314,7 @@ func (s *sched) drop(g *group) {
 	g.started = len(g.queries)
 	g.pending -= k
 	g.dropped = true
-	r.queued -= k
-	r.flow.class.queued -= k
-	s.queued -= k
+	s.count(r, -k, 0)
 	r.flow.class.counts.dropped += uint64(k)
 	s.rekey(r)
 	g.signal()
