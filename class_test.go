@@ -9,7 +9,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // A layout is where a test's requests are scheduled: in the pool's one
@@ -410,5 +412,68 @@ func TestNestedFanoutKeepsClassAndFlow(t *testing.T) {
 	}
 	if c := p.Stats().Classes; c[1].Completed != 3 || c[0].Completed != 0 {
 		t.Errorf("class stats %+v, want the 3 queries in batch", c)
+	}
+}
+
+// TestNoStarvationBesideAnotherClass: the aging bound of a Fanout holds in
+// its flow's completions while another class competes for the workers. A
+// stream of one-query requests keeps class web's queue full and another
+// stream keeps class jobs busy; a 10-query request of web is done within
+// n×Workers + QueueSize + n + Workers completions of web (plus Workers for
+// the count's slack, as in TestNoStarvation).
+func TestNoStarvationBesideAnotherClass(t *testing.T) {
+	const (
+		T         = 10 * time.Millisecond
+		workers   = 2
+		queueSize = 16
+		n         = 10
+	)
+	p := newPool(t, Config{Workers: workers, QueueSize: queueSize, Classes: []Class{{Name: "web"}, {Name: "jobs"}},
+		Classify: func(r *http.Request) (string, string) { return r.URL.Query().Get("class"), "" }})
+	srv, c := serve(t, p, fanoutHandler(nil), nil)
+
+	stop := make(chan struct{})
+	var served atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 9 {
+		class := "web"
+		if i%3 == 0 {
+			class = "jobs"
+		}
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if r := get(context.Background(), c, fmt.Sprintf("%s?class=%s&n=1&d=%v", srv.URL, class, T)); r.err == nil {
+					served.Add(1)
+				}
+			}
+		})
+	}
+	defer func() { close(stop); wg.Wait() }()
+	for served.Load() < 18 {
+		runtime.Gosched()
+	}
+
+	before := p.Stats().Classes
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := get(ctx, c, fmt.Sprintf("%s?class=web&n=%d&d=%v", srv.URL, n, T))
+	after := p.Stats().Classes
+	web, jobs := after[0].Completed-before[0].Completed, after[1].Completed-before[1].Completed
+	bound := uint64(n*workers + queueSize + n + 2*workers)
+	t.Logf("the %d-query request took %v: %d queries of web and %d of jobs completed meanwhile (bound %d for web)",
+		n, r.latency, web, jobs, bound)
+	if r.err != nil || r.status != http.StatusOK {
+		t.Fatalf("large request: %+v", r)
+	}
+	if web > bound {
+		t.Errorf("%d queries of web completed during the large request, above the aging bound %d", web, bound)
+	}
+	if web < 2*n || jobs < n {
+		t.Errorf("web %d, jobs %d completed meanwhile: the streams did not compete", web, jobs)
 	}
 }
