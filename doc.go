@@ -50,14 +50,16 @@
 // A request that never fans out pays for its handle alone: 3 allocations
 // (the handle with its context, the request id, the request's shallow
 // copy) and no state shared with other requests, about what chi's
-// middleware.RequestID costs (1.00–1.04× in one run, in 3 allocations
+// middleware.RequestID costs (0.99–1.05× in one run, in 3 allocations
 // against 6); the handle registers with the scheduler at its first Fanout.
 // A new request through Middleware with a Fanout of 8 no-op queries costs
-// 0.63× a global semaphore.Weighted with an errgroup serially and 0.85× from
+// 0.64× a global semaphore.Weighted with an errgroup serially and 0.88× from
 // GOMAXPROCS goroutines, in 11 allocations against 20; a Fanout of 8 on a
 // handle that has fanned out before, about 600–720 ns and 3 allocations on
 // a 2-core machine (BenchmarkRequest, BenchmarkFanout8; BENCHMARKS.md,
-// scenario 1, has pond and ants). The caller runs its own queries while a
+// scenario 1, has pond and ants). A request in a named flow of a pool with
+// classes costs about 1.13× that, and 2 allocations more when its flow is
+// new (BenchmarkRequest, impl=reqpool-classes). The caller runs its own queries while a
 // slot is free, so a Fanout on an idle pool hands nothing to another
 // goroutine that it need not.
 //
