@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -317,6 +318,24 @@ func runMix(ctx context.Context, env *Env, spec mixSpec) ([]mixRowStats, mixRaw,
 }
 
 // mixTable renders the rows' stats.
+// runMixCharted runs spec (runMix) and draws its chart (mixChart).
+func runMixCharted(ctx context.Context, env *Env, spec mixSpec) ([]mixRowStats, mixRaw, Chart, error) {
+	stats, raw, err := runMix(ctx, env, spec)
+	if err != nil {
+		return nil, raw, Chart{}, err
+	}
+	chart, err := mixChart(env, spec, stats)
+	return stats, raw, chart, err
+}
+
+// rowStats returns the stats of the row named name, or nil.
+func rowStats(stats []mixRowStats, name string) *mixRowStats {
+	if i := slices.IndexFunc(stats, func(s mixRowStats) bool { return s.Name == name }); i >= 0 {
+		return &stats[i]
+	}
+	return nil
+}
+
 func mixTable(spec mixSpec, stats []mixRowStats) Table {
 	p, o := spec.Groups[spec.Protected].Name, spec.Groups[spec.Other].Name
 	t := Table{Header: []string{"contender", p + " refused", p + " p50 (ms)", p + " p99 (ms)", "p99 / query",

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/reqpool/reqpool"
@@ -94,20 +93,11 @@ func runClasses(ctx context.Context, env *Env) (*Section, error) {
 		Title: fmt.Sprintf("Interactive requests (%d×%s every %s) in a flood of %d batch clients, Workers=%d",
 			inter.N, p.Task, inter.Every, batch.Clients, p.Workers),
 	}
-	stats, raw, err := runMix(ctx, env, spec)
+	stats, raw, chart, err := runMixCharted(ctx, env, spec)
 	if err != nil {
 		return nil, err
 	}
-	chart, err := mixChart(env, spec, stats)
-	if err != nil {
-		return nil, err
-	}
-	get := func(name string) *mixRowStats {
-		if i := slices.IndexFunc(stats, func(s mixRowStats) bool { return s.Name == name }); i >= 0 {
-			return &stats[i]
-		}
-		return nil
-	}
+	get := func(name string) *mixRowStats { return rowStats(stats, name) }
 	task := ms(p.Task)
 	sec := &Section{
 		Setup: fmt.Sprintf("Workers=%d; every query is the simulated one of %s (the `database/sql` driver that sleeps, as in "+

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/reqpool/reqpool"
@@ -69,20 +68,11 @@ func runTenants(ctx context.Context, env *Env) (*Section, error) {
 		Title: fmt.Sprintf("Tenant B (1 client) beside tenant A (%d clients), Fanouts of %d×%s, Workers=%d",
 			a.Clients, a.N, p.Task, p.Workers),
 	}
-	stats, raw, err := runMix(ctx, env, spec)
+	stats, raw, chart, err := runMixCharted(ctx, env, spec)
 	if err != nil {
 		return nil, err
 	}
-	chart, err := mixChart(env, spec, stats)
-	if err != nil {
-		return nil, err
-	}
-	get := func(name string) *mixRowStats {
-		if i := slices.IndexFunc(stats, func(s mixRowStats) bool { return s.Name == name }); i >= 0 {
-			return &stats[i]
-		}
-		return nil
-	}
+	get := func(name string) *mixRowStats { return rowStats(stats, name) }
 	task := ms(p.Task)
 	sec := &Section{
 		Setup: fmt.Sprintf("Workers=%d; every query is the simulated one of %s (as in scenario 10), through the real server. "+
