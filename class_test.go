@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -432,31 +431,14 @@ func TestNoStarvationBesideAnotherClass(t *testing.T) {
 		Classify: func(r *http.Request) (string, string) { return r.URL.Query().Get("class"), "" }})
 	srv, c := serve(t, p, fanoutHandler(nil), nil)
 
-	stop := make(chan struct{})
-	var served atomic.Int64
-	var wg sync.WaitGroup
-	for i := range 9 {
+	stop := stream(c, 2, func(i int) string {
 		class := "web"
 		if i%3 == 0 {
 			class = "jobs"
 		}
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if r := get(context.Background(), c, fmt.Sprintf("%s?class=%s&n=1&d=%v", srv.URL, class, T)); r.err == nil {
-					served.Add(1)
-				}
-			}
-		})
-	}
-	defer func() { close(stop); wg.Wait() }()
-	for served.Load() < 18 {
-		runtime.Gosched()
-	}
+		return fmt.Sprintf("%s?class=%s&n=1&d=%v", srv.URL, class, T)
+	}, 9)
+	defer stop()
 
 	before := p.Stats().Classes
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -397,6 +397,33 @@ func inSmallBehindLarge(t *testing.T, l layout) {
 	}
 }
 
+// stream starts clients that each send GETs to url(client) back to back,
+// and returns once each has been answered about rounds times (the stream is
+// flowing). stop ends the stream and waits for the clients.
+func stream(c *http.Client, rounds int, url func(client int) string, clients int) (stop func()) {
+	done := make(chan struct{})
+	var served atomic.Int64
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if r := get(context.Background(), c, url(i)); r.err == nil {
+					served.Add(1)
+				}
+			}
+		})
+	}
+	for served.Load() < int64(rounds*clients) {
+		runtime.Gosched()
+	}
+	return func() { close(done); wg.Wait() }
+}
+
 // percentile returns the nearest-rank percentile of sorted.
 func percentile(sorted []time.Duration, pct float64) time.Duration {
 	rank := int(math.Ceil(pct / 100 * float64(len(sorted))))
@@ -423,27 +450,8 @@ func inNoStarvation(t *testing.T, l layout) {
 	p := l.pool(t, Config{Workers: workers, QueueSize: queueSize})
 	srv, c := serve(t, p, fanoutHandler(nil), nil)
 
-	stop := make(chan struct{})
-	var served atomic.Int64
-	var wg sync.WaitGroup
-	for range clients {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if r := get(context.Background(), c, fmt.Sprintf("%s?n=1&d=%v", srv.URL, T)); r.err == nil {
-					served.Add(1)
-				}
-			}
-		})
-	}
-	defer func() { close(stop); wg.Wait() }()
-	for served.Load() < 2*clients { // the stream is flowing and the queue full
-		runtime.Gosched()
-	}
+	stop := stream(c, 2, func(int) string { return fmt.Sprintf("%s?n=1&d=%v", srv.URL, T) }, clients)
+	defer stop()
 
 	before := p.Stats().Completed
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // starving, it would wait forever
