@@ -25,7 +25,7 @@ RACE_SECS_reqprom := 5
 RACE_SECS_reqotel := 5
 RACE_SECS_compat := 5
 RACE_SECS_examples/dashboard := 10
-RACE_SECS_benchmarks := 25
+RACE_SECS_benchmarks := 30
 
 .PHONY: test test-intro modules vet tidy race demo fuzz bench
 
