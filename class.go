@@ -84,13 +84,12 @@ func (c Config) classesWithDefaults() ([]Class, error) {
 	return out, nil
 }
 
-// largestQueue returns the largest queue bound of the pool's classes.
+// largestQueue returns the largest queue bound of the pool's classes. c
+// has been through withDefaults.
 func (c Config) largestQueue() int {
-	q := c.QueueSize
-	for i, k := range c.Classes {
-		if i == 0 || k.QueueSize > q {
-			q = k.QueueSize
-		}
+	q := 0
+	for _, k := range c.classes() {
+		q = max(q, k.QueueSize)
 	}
 	return q
 }
