@@ -4,9 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
+	"maps"
 	"net"
-	"reflect"
 	"sync"
 	"time"
 
@@ -53,15 +54,23 @@ const DefaultConnectTimeout = 5 * time.Second
 //   - connect_timeout of DefaultConnectTimeout (5 s) when the DSN has none.
 //   - The connector, not sql.Open, so that dialling honours the query's
 //     context.
-//   - A cancel that does not depend on the first CancelRequest landing:
-//     PostgreSQL ignores a cancel that reaches a backend before it executes
-//     the statement, and lib/pq then waits for the statement to end. While a
-//     statement outlives its context, another CancelRequest goes out every
-//     25 ms; after 250 ms the client closes the connection, so the caller
-//     returns whatever the server does, and sends two more. Through
-//     PgBouncer the cancel goes to PgBouncer, which passes it to the server
-//     connection running the statement. A cancelled connection is never
-//     reused.
+//   - client_connection_check_interval=100ms as a startup parameter,
+//     unless the DSN sets it: PostgreSQL 14 and later then end a statement
+//     within 100 ms of its client socket closing. A server that refuses
+//     it (PgBouncer, older PostgreSQL) is connected to without it from
+//     then on, and its connections count as not direct.
+//   - Its own cancel instead of lib/pq's (see pqConn): a statement whose
+//     context has ended is never sent; one whose context ends while it
+//     runs is cancelled at once, on a direct connection with
+//     pg_cancel_backend over a connection kept for it (no new process on
+//     the server), otherwise with a CancelRequest; again after 50 ms and
+//     then backing off, while it still runs; at most 4 CancelRequests
+//     out at once per database. After 200 ms the caller is freed: a
+//     direct connection is closed (the server ends the statement within
+//     100 ms), one through PgBouncer is released but held open, so that
+//     PgBouncer keeps the statement cancellable, until the server reports
+//     it ended (or 10 s). A connection whose statement ended after a
+//     cancel, with every CancelRequest answered, runs the next statement.
 //   - At most one connection attempt per 250 ms while attempts fail; the
 //     others fail at once with ErrDBUnavailable. A database that is back is
 //     in use again within about 250 ms.
@@ -81,9 +90,21 @@ func OpenPostgres(dsn string, p *Pool) (*sqlx.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &pqConnector{cfg: cfg}
-	c.gate = pgwire.NewGate(c)
-	db := sql.OpenDB(c.gate)
+	with, without := &pqConnector{cfg: cfg, direct: true}, &pqConnector{cfg: cfg}
+	if v, set := cfg.Runtime[pgwire.CheckParameter]; set {
+		// The DSN's own setting: a backend that refuses it refuses the DSN.
+		with.direct = v != "0"
+		without.direct = with.direct
+	} else {
+		with.cfg.Runtime = maps.Clone(cfg.Runtime)
+		if with.cfg.Runtime == nil {
+			with.cfg.Runtime = make(map[string]string, 1)
+		}
+		with.cfg.Runtime[pgwire.CheckParameter] = pgwire.CheckInterval
+	}
+	gate := pgwire.NewGate(&pgwire.CheckingConnector{With: with, Without: without, Refused: pqRefusedParameter})
+	with.gate, without.gate = gate, gate
+	db := sql.OpenDB(gate)
 	SizeDB(db, p)
 	return sqlx.NewDb(db, "postgres"), nil
 }
@@ -112,13 +133,13 @@ func SizeDB(db *sql.DB, p *Pool) {
 	db.SetMaxIdleConns(n)
 }
 
-// pqConnector opens lib/pq connections whose cancel is chased (see
-// pgwire.Chase). Each connection gets a dialer of its own, which is how the
-// connector learns of lib/pq's CancelRequest: lib/pq dials through the
-// connection's dialer to send it.
+// pqConnector opens lib/pq connections wrapped in a pqConn, whose cancels
+// are the gate's (see pqConn). Each connection gets a dialer of its own,
+// which keeps its socket for the cut-off.
 type pqConnector struct {
-	cfg  pq.Config
-	gate *pgwire.Gate // the gate around it, which runs the chases
+	cfg    pq.Config
+	direct bool         // cfg asks PostgreSQL itself (not PgBouncer) to check the client socket
+	gate   *pgwire.Gate // the gate around it, which runs the cancels
 }
 
 func (c *pqConnector) Driver() driver.Driver { return &pq.Driver{} }
@@ -134,24 +155,18 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.connected(conn)
-	return conn, nil
+	return wrapPQ(conn, c.gate, d, c.direct)
 }
 
-// pqDialer is the dialer of one lib/pq connection. Its dials before
-// connected are connection attempts; the first dial after that is lib/pq
-// sending a CancelRequest for a statement whose context ended, and starts
-// the chase. lib/pq marks a connection bad once it has cancelled a
-// statement on it (but not a prepared statement's: see doc.go), so there
-// is one chase at most.
+// pqDialer is the dialer of one lib/pq connection: it refuses a TCP
+// connection to itself and keeps the socket of the last attempt, the
+// connection's once it is open.
 type pqDialer struct {
 	net.Dialer
-	gate *pgwire.Gate // runs the chase
-
-	mu     sync.Mutex // protects the fields below
-	conn   *closeConn // the socket of the last connection attempt
-	cancel func()     // sends one more CancelRequest; nil until connected
-	chased bool       // lib/pq cancelled: the chase has started
+	gate             *pgwire.Gate
+	mu               sync.Mutex     // protects the fields below
+	conn             *pgwire.Socket // the socket of the last connection attempt
+	network, address string         // as dialled
 }
 
 func (d *pqDialer) Dial(network, address string) (net.Conn, error) {
@@ -172,75 +187,55 @@ func (d *pqDialer) DialContext(ctx context.Context, network, address string) (ne
 	if c, err = pgwire.CheckSelfConnect(c); err != nil {
 		return nil, err
 	}
+	sock := d.gate.NewSocket(c)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	switch {
-	case d.cancel == nil: // connecting
-		d.conn = &closeConn{Conn: c, network: network, address: address, closed: make(chan struct{})}
-		return d.conn, nil
-	case !d.chased:
-		d.chased = true
-		conn := d.conn
-		d.gate.Chase(conn.closed, d.cancel, func() { conn.Close() })
-	}
-	// lib/pq's own CancelRequest: DB.Close waits for its socket to close too.
-	return &closeConn{Conn: c, closed: make(chan struct{}), after: d.gate.Hold()}, nil
+	d.conn, d.network, d.address = sock, network, address
+	return sock, nil
 }
 
-// connected arms the chase for conn, the connection just opened through d.
-func (d *pqDialer) connected(conn driver.Conn) {
-	pid, key, ok := pqCancelKey(conn)
+// peer returns the open connection's socket and where to send its
+// CancelRequests: the socket's peer, not the DSN's host, which may name
+// several servers; but a unix socket's peer name is the server's relative
+// path, so that one is sent where it was dialled.
+func (d *pqDialer) peer() (sock *pgwire.Socket, network, address string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	// The socket's peer, not the DSN's host, which may name several
-	// servers; but a unix socket's peer name is the server's relative path.
-	network, address := d.conn.network, d.conn.address
+	network, address = d.network, d.address
 	if a := d.conn.RemoteAddr(); network != "unix" && a != nil {
 		network, address = a.Network(), a.String()
 	}
-	d.cancel = func() {
-		if ok { // else the cut-off alone frees the caller
-			_ = pgwire.SendCancel(d.Dialer.DialContext, network, address, pid, key)
-		}
-	}
+	return d.conn, network, address
 }
 
-// pqCancelKey reads the backend process id and secret key that lib/pq
-// received in BackendKeyData and keeps in its unexported conn fields pid and
-// secretKey: lib/pq offers no other way to send a second CancelRequest.
-// Reading them through reflect needs no unsafe and cannot corrupt
-// anything; TestPQCancelKey fails if a lib/pq upgrade renames them, and
-// without them the chase still cuts the connection off after 250 ms.
-func pqCancelKey(conn driver.Conn) (pid uint32, key []byte, ok bool) {
-	v := reflect.ValueOf(conn)
-	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
-		return 0, nil, false
-	}
-	f, k := v.Elem().FieldByName("pid"), v.Elem().FieldByName("secretKey")
-	if !f.IsValid() || f.Kind() != reflect.Int || !k.IsValid() || k.Kind() != reflect.Slice || k.Type().Elem().Kind() != reflect.Uint8 {
-		return 0, nil, false
-	}
-	key = append([]byte(nil), k.Bytes()...)
-	return uint32(f.Int()), key, len(key) > 0
+// pqRefusedParameter reports whether err is the server refusing
+// pgwire.CheckParameter at start-up.
+func pqRefusedParameter(err error) bool {
+	var e *pq.Error
+	return errors.As(err, &e) && pgwire.RefusedParameter(string(e.Code), e.Message)
 }
 
-// closeConn is a net.Conn whose closed channel is closed once it is closed,
-// by lib/pq (at the end of a cancelled statement) or by the cut-off.
-type closeConn struct {
-	net.Conn
-	network, address string // as dialled
-	once             sync.Once
-	closed           chan struct{}
-	after            func() // if not nil, called once closed
+// CancelStats counts the cancels of a database opened by OpenPostgres or
+// reqpgx.Open since it was opened: the statements whose context ended
+// while they ran, the CancelRequests sent for them (each one a new
+// connection to the server, which PostgreSQL forks a process for), the
+// connections cut off because a statement outlived its context by
+// 250 ms, and the connections kept for the next statement after a cancel.
+type CancelStats struct {
+	Statements int64
+	Requests   int64
+	Signals    int64
+	CutOffs    int64
+	Reused     int64
 }
 
-func (c *closeConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() {
-		close(c.closed)
-		if c.after != nil {
-			c.after()
-		}
-	})
-	return err
+// Cancels returns db's CancelStats, or zero ones if db was not opened by
+// OpenPostgres or reqpgx.Open.
+func Cancels(db *sql.DB) CancelStats {
+	g := pgwire.Of(db)
+	if g == nil {
+		return CancelStats{}
+	}
+	s := g.CancelStats()
+	return CancelStats(s)
 }

@@ -3,7 +3,6 @@ package reqpool
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net"
@@ -475,7 +474,14 @@ func TestPQCancelKey(t *testing.T) {
 	var pid uint32
 	var key []byte
 	var ok bool
-	conn.Raw(func(dc any) error { pid, key, ok = pqCancelKey(dc.(driver.Conn)); return nil })
+	conn.Raw(func(dc any) error {
+		pc, wrapped := dc.(*pqConn)
+		if !wrapped {
+			t.Fatalf("OpenPostgres's connection is a %T, not a *pqConn: lib/pq cancels its own statements", dc)
+		}
+		pid, key, ok = pqCancelKey(pc.conn)
+		return nil
+	})
 	var backend uint32
 	if err := conn.QueryRowContext(context.Background(), "SELECT pg_backend_pid()").Scan(&backend); err != nil {
 		t.Fatal(err)
@@ -491,7 +497,7 @@ func TestPQCancelKey(t *testing.T) {
 		}
 	}
 	u, _ := url.Parse(dsn)
-	if err := pgwire.SendCancel((&net.Dialer{}).DialContext, "tcp", u.Host, pid, key); err != nil {
+	if err := pgwire.SendCancel(context.Background(), (&net.Dialer{}).DialContext, "tcp", u.Host, pid, key); err != nil {
 		t.Fatal(err)
 	}
 	var pqErr *pq.Error

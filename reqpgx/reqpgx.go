@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,13 +44,13 @@ import (
 //     the measured cost.
 //   - connect_timeout of reqpool.DefaultConnectTimeout when the DSN has
 //     none.
-//   - A cancel that does not depend on the first CancelRequest landing and
-//     does not close the connection first: pgx's default closes the socket
-//     at once, which through PgBouncer leaves the statement running on the
-//     server. Here a CancelRequest goes out at once and every 25 ms while
-//     the statement outlives its context; after 250 ms the socket is cut,
-//     so the caller returns whatever the server does. A cancelled
-//     connection is never reused.
+//   - The cancel of reqpool.OpenPostgres through PgBouncer (see its doc),
+//     directly too: CancelRequests backing off, at most 4 out at once, a
+//     cut-off after 200 ms that frees the caller but keeps the socket open
+//     until the statement ends, and the connection kept when the cancel
+//     landed. pgx's default closes the socket at once, which through
+//     PgBouncer leaves the statement running on the server and costs a
+//     new connection every time.
 //   - At most one connection attempt per 250 ms while attempts fail; the
 //     others fail at once with reqpool.ErrDBUnavailable.
 //   - A TCP connection to itself is closed and reported as a dial error.
@@ -70,22 +69,28 @@ func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = reqpool.DefaultConnectTimeout
 	}
+	var gate *pgwire.Gate // set below, before the first connection
 	dial := cfg.DialFunc
 	cfg.DialFunc = func(ctx context.Context, network, address string) (net.Conn, error) {
 		c, err := dial(ctx, network, address)
 		if err != nil {
 			return nil, err
 		}
-		return pgwire.CheckSelfConnect(c)
+		if c, err = pgwire.CheckSelfConnect(c); err != nil {
+			return nil, err
+		}
+		return gate.NewSocket(c), nil
 	}
-	var gate *pgwire.Gate // set below, before the first connection
+	// No client_connection_check_interval here, unlike OpenPostgres: with
+	// it, pgx's direct hang-up soak ran few statements and held its
+	// handlers (not understood yet), so pgx's statements are chased with
+	// CancelRequests on both paths.
 	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
 		h := &chaser{pc: pc, gate: gate}
 		pc.CustomData()[chaserKey] = h
 		return h
 	}
-	connector := stdlib.GetConnector(*cfg, stdlib.OptionResetSession(discardCancelled))
-	gate = pgwire.NewGate(connector)
+	gate = pgwire.NewGate(stdlib.GetConnector(*cfg, stdlib.OptionResetSession(discardCancelled)))
 	db := sql.OpenDB(gate)
 	reqpool.SizeDB(db, p)
 	return sqlx.NewDb(db, "pgx"), nil
@@ -95,53 +100,56 @@ func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 const chaserKey = "reqpool.chaser"
 
 // chaser is the ctxwatch.Handler of one connection: when the context of a
-// statement ends, it sends a CancelRequest and chases the statement with
-// pgwire.Chase until it ends.
+// statement ends, its pgwire.Canceller chases the statement until it ends.
+// pgx calls HandleCancel on its watcher goroutine and
+// HandleUnwatchAfterCancel once the operation has ended, so the two
+// alternate.
 type chaser struct {
-	pc        *pgconn.PgConn
-	gate      *pgwire.Gate  // runs the cancels and the chase
-	done      chan struct{} // closed when the statement ends; set by HandleCancel
-	cancelled atomic.Bool   // a CancelRequest went out: never reuse the connection
+	pc   *pgconn.PgConn
+	gate *pgwire.Gate
+
+	cancel *pgwire.Canceller // made at the first HandleCancel
+	seq    uint64            // the statement being chased
 }
 
-// HandleCancel implements ctxwatch.Handler. pgx calls it on its watcher
-// goroutine; HandleUnwatchAfterCancel follows once the operation has ended.
-// A connection can see more than one: an operation that follows the
-// cancelled one before database/sql discards the connection is watched
-// with the same, ended, context.
+// HandleCancel implements ctxwatch.Handler.
 func (h *chaser) HandleCancel(context.Context) {
-	h.cancelled.Store(true)
-	done := make(chan struct{})
-	h.done = done
-	h.gate.Go(h.cancel)
-	h.gate.Chase(done, h.cancel, h.cutOff)
+	if h.cancel == nil {
+		sock, _ := h.pc.Conn().(*pgwire.Socket)
+		if sock == nil { // not dialled by Open's DialFunc: cut the socket, as pgx does
+			h.pc.Conn().SetDeadline(time.Now())
+			return
+		}
+		h.cancel = h.gate.NewCanceller(sock, false, 0, func(ctx context.Context) error {
+			return h.pc.CancelRequest(ctx)
+		})
+	}
+	h.seq, _, _ = h.cancel.Start(context.Background())
+	h.cancel.Begin(h.seq)
 }
 
-// HandleUnwatchAfterCancel implements ctxwatch.Handler. It also closes the
-// socket: database/sql resets (and so discards, see discardCancelled) only
-// connections it takes from its pool, not one held as a *sql.Conn or
-// *sql.Tx, where a CancelRequest still on its way could otherwise reach the
-// next statement.
+// HandleUnwatchAfterCancel implements ctxwatch.Handler. It returns once the
+// statement's CancelRequests have been answered, so that none can reach
+// the next statement, even on a connection held as a *sql.Conn or *sql.Tx
+// (which database/sql does not reset); a connection that was cut off, or
+// whose CancelRequest went unanswered, is closed.
 func (h *chaser) HandleUnwatchAfterCancel() {
-	close(h.done)
-	h.pc.Conn().Close()
+	if h.cancel == nil {
+		return
+	}
+	ok := h.cancel.End(h.seq)
+	if ok {
+		ok, _ = h.cancel.Settle(context.Background())
+	}
+	if !ok {
+		h.pc.Conn().Close()
+	}
 }
-
-func (h *chaser) cancel() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_ = h.pc.CancelRequest(ctx)
-}
-
-// cutOff makes the statement's pending read fail at once; pgx then closes
-// the connection.
-func (h *chaser) cutOff() { h.pc.Conn().SetDeadline(time.Now()) }
 
 // discardCancelled is the connections' ResetSession hook: database/sql
-// calls it before reusing a connection, and drops one on which a
-// CancelRequest went out, since a late one could cancel the next statement.
+// calls it before reusing a connection, and drops one that was cut off.
 func discardCancelled(_ context.Context, c *pgx.Conn) error {
-	if h, ok := c.PgConn().CustomData()[chaserKey].(*chaser); ok && h.cancelled.Load() {
+	if h, ok := c.PgConn().CustomData()[chaserKey].(*chaser); ok && h.cancel != nil && !h.cancel.Usable() {
 		return driver.ErrBadConn
 	}
 	return nil

@@ -26,6 +26,7 @@ func HangUpSoak(t *testing.T, open Opener, dsn string, requests, concurrent int)
 	db := Open(t, open, dsn, p)
 	mon := NewMonitor(t)
 	prefix := UniqueID("soak")
+	before := reqpool.Cancels(db.DB)
 
 	var mu sync.Mutex // protects ended and hungUp
 	ended := make(map[string]time.Time, requests)
@@ -107,8 +108,19 @@ func HangUpSoak(t *testing.T, open Opener, dsn string, requests, concurrent int)
 	q := func(f float64) time.Duration {
 		return delays[int(f*float64(len(delays)-1))].Round(100 * time.Microsecond)
 	}
-	t.Logf("%d requests, %d concurrent, %d reached the handler, %d answered before the hang-up; handler returned after the hang-up: p50 %v, p99 %v, max %v; %d later than %v; %d statements active %v after the last hang-up",
-		requests, concurrent, len(delays), answered.Load(), q(0.5), q(0.99), q(1), late, limit, active, limit)
+	cs := reqpool.Cancels(db.DB)
+	cs.Statements -= before.Statements
+	cs.Requests -= before.Requests
+	cs.Signals -= before.Signals
+	cs.CutOffs -= before.CutOffs
+	cs.Reused -= before.Reused
+	perStmt := 0.0
+	if cs.Statements > 0 {
+		perStmt = float64(cs.Requests) / float64(cs.Statements)
+	}
+	t.Logf("%d requests, %d concurrent, %d reached the handler, %d answered before the hang-up; handler returned after the hang-up: p50 %v, p99 %v, max %v; %d later than %v; %d statements active %v after the last hang-up; %d statements cancelled with %d CancelRequests (%.2f each) and %d pg_cancel_backend, %d connections cut off, %d reused",
+		requests, concurrent, len(delays), answered.Load(), q(0.5), q(0.99), q(1), late, limit, active, limit,
+		cs.Statements, cs.Requests, perStmt, cs.Signals, cs.CutOffs, cs.Reused)
 	if late > 0 {
 		t.Errorf("%d handlers returned more than %v after their client hung up (max %v)", late, limit, q(1))
 	}

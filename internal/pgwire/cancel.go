@@ -5,69 +5,345 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// The timing of Chase. A CancelRequest reaches a backend as a signal, which
-// PostgreSQL discards when the backend is not executing a statement: when it
-// arrives before the backend has read the statement, or between the round
-// trips of one. Both drivers send one CancelRequest and then wait for the
-// statement to end, so such a lost cancel holds the caller (and the server)
-// for the statement's whole run. Sending it again is harmless, and it lands
-// once the backend executes.
+// The timing of a Canceller's chase. A CancelRequest reaches a backend as a
+// signal, which PostgreSQL discards when the backend is not executing a
+// statement: when it arrives before the backend has read the statement, or
+// between the round trips of one; PgBouncer drops it while the statement
+// still waits inside PgBouncer for a server connection, or has not reached
+// PgBouncer yet. Both drivers send one CancelRequest and then wait for the
+// statement to end, so such a lost cancel would hold the caller (and the
+// server) for the statement's whole run. A Canceller therefore sends
+// another while the statement outlives the last one, backing off.
+//
+// Every CancelRequest is a new connection that PostgreSQL's postmaster forks
+// a process for, one at a time: about 4 ms each on a 2-core machine, so 16
+// sent at once are answered over 15 to 95 ms. The old fixed retry every
+// 25 ms asked for 40 forks a second per cancelled statement; in a storm of
+// hang-ups the queued cancels landed late, on backends long gone, and the
+// cut-off then left statements running. Hence the backoff, the bound on
+// CancelRequests in flight per Gate, no retry while an earlier one of the
+// same statement is still out, and a cut-off that keeps the connection open
+// until the statement ends (Socket.Release).
 const (
-	// RetryCancel is the time between two CancelRequests for one statement.
-	// Most statements end within a millisecond of the first, so retries are
-	// rare; each costs the server a short-lived connection.
-	RetryCancel = 25 * time.Millisecond
+	// FirstRetry is the time between the first CancelRequest of a statement
+	// and the second, sent only if the statement is still running and no
+	// earlier one is still out; each later retry waits twice as long.
+	FirstRetry = 50 * time.Millisecond
 
 	// CutOff is how long a statement may outlive its context before the
-	// client closes its connection, so that the caller returns whatever the
-	// server does. Chase sends AfterCutOff more CancelRequests after that,
-	// for the backend of a direct connection, which would not notice the
-	// closed socket until it next writes.
-	CutOff      = 250 * time.Millisecond
-	AfterCutOff = 2
+	// Canceller frees the driver, so that the caller returns whatever the
+	// server does. A connection cut off is never reused. If its backend
+	// checks its client socket (CheckInterval), the socket is closed,
+	// which ends the statement within CheckInterval; otherwise it is
+	// released (Socket.Release) and the CancelRequests go on, backing off,
+	// until the statement ends or DrainLimit.
+	CutOff = 200 * time.Millisecond
+
+	// MaxRetryWait caps the time between two CancelRequests of one
+	// statement.
+	MaxRetryWait = 200 * time.Millisecond
+
+	// MaxCancelsInFlight bounds the CancelRequests of one Gate's
+	// connections out at once. A statement that ends while its
+	// CancelRequest waits for a slot sends none.
+	MaxCancelsInFlight = 4
+
+	// settleTimeout bounds how long the next statement on a connection
+	// waits for the CancelRequests of the last one still out, so that none
+	// can reach it. PostgreSQL answers one as soon as it has signalled the
+	// backend, so this is a bound for a server that does not answer, after
+	// which the connection is not reused.
+	settleTimeout = 250 * time.Millisecond
 
 	// cancelTimeout bounds one CancelRequest, dial included.
 	cancelTimeout = time.Second
 )
 
-// Chase keeps a statement whose context has ended from running on: on a
-// goroutine of the gate's, it calls cancel every RetryCancel until done is
-// closed (the statement ended). If the statement is still running after
-// CutOff, it calls cutOff, which must close the client's connection, and
-// cancels AfterCutOff more times. Each cancel runs on a goroutine of its
-// own, so that a cancel that hangs (an unreachable server, which is when
-// the cut-off matters) delays neither the next one nor the cut-off; the
-// chase itself ends within CutOff + AfterCutOff × RetryCancel. The driver
-// has sent the first CancelRequest already, or sends it beside Chase.
-//
-// The connection must be discarded afterwards, never reused: a CancelRequest
-// still on its way when the statement ended could otherwise cancel the next
-// statement on it.
-func (g *Gate) Chase(done <-chan struct{}, cancel, cutOff func()) {
-	g.Go(func() {
-		tick := time.NewTicker(RetryCancel)
-		defer tick.Stop()
-		deadline := time.NewTimer(CutOff)
-		defer deadline.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				g.Go(cancel)
-			case <-deadline.C:
-				cutOff()
-				for range AfterCutOff {
-					<-tick.C
-					g.Go(cancel)
-				}
+// CheckInterval is the client_connection_check_interval that the openers ask
+// of a direct connection's backend (PostgreSQL 14 or later): while a
+// statement runs, the backend checks every CheckInterval whether its client
+// socket is closed and, if so, ends the statement and the connection. It
+// costs the backend one poll(2) per interval and needs no CancelRequest.
+const CheckInterval = "100ms"
+
+// CancelStats counts a Gate's cancels since it was opened.
+type CancelStats struct {
+	Statements int64 // statements whose context ended while they ran
+	Requests   int64 // CancelRequests sent for them
+	Signals    int64 // pg_cancel_backend calls made for them instead
+	CutOffs    int64 // connections cut off after CutOff
+	Reused     int64 // connections kept after a cancel
+}
+
+// cancelCounts is a Gate's CancelStats, counted atomically.
+type cancelCounts struct {
+	statements, requests, signals, cutOffs, reused atomic.Int64
+}
+
+// CancelStats returns the gate's counts.
+func (g *Gate) CancelStats() CancelStats {
+	c := &g.cancels
+	return CancelStats{c.statements.Load(), c.requests.Load(), c.signals.Load(), c.cutOffs.Load(), c.reused.Load()}
+}
+
+// A Canceller cancels the statements of one connection whose context ends
+// while they run. The driver calls Start before it sends a statement, Begin
+// when the statement's context ends while it runs, and End once the
+// statement has ended (for a query, once its rows are closed). One
+// statement runs at a time on a connection; a Begin for a statement that
+// has ended (a late callback) does nothing.
+type Canceller struct {
+	gate *Gate
+	sock *Socket
+	// direct: the connection reaches PostgreSQL itself, whose backend
+	// checks its client socket (CheckInterval) and is process pid.
+	direct bool
+	pid    uint32
+	// send sends one CancelRequest for the connection's backend.
+	send func(ctx context.Context) error
+
+	mu     sync.Mutex // protects the fields below
+	seq    uint64     // the statement under way, or the last one
+	chase  *chase     // the chase of statement seq, from Begin to End
+	last   *chase     // the last chase that End ended, until its CancelRequests are answered
+	broken bool       // cut off, or a CancelRequest went unanswered: never reuse
+}
+
+// chase is the pursuit of one statement. Its counts are guarded by the
+// Canceller's mu.
+type chase struct {
+	stop    chan struct{} // closed when no more CancelRequests are to go out
+	pending int           // CancelRequests waiting for a slot or out
+	settled chan struct{} // closed once stop is closed and pending is 0
+}
+
+// NewCanceller returns the Canceller of a connection of g's on sock. direct
+// says that the connection reaches PostgreSQL itself, whose backend checks
+// its client socket (CheckingConnector's parameter was accepted) and is
+// process pid, so that pg_cancel_backend can reach it; send sends one
+// CancelRequest for it.
+func (g *Gate) NewCanceller(sock *Socket, direct bool, pid uint32, send func(ctx context.Context) error) *Canceller {
+	if direct && pid != 0 {
+		g.openSignaller()
+	}
+	return &Canceller{gate: g, sock: sock, direct: direct, pid: pid, send: send}
+}
+
+// Start readies the connection for a statement under ctx and returns its
+// number for Begin and End. It first waits, for at most settleTimeout,
+// until the CancelRequests of the last statement are answered, and returns
+// ctx's error if ctx ends meanwhile. It returns false if the connection
+// must not be used: it was cut off, or a CancelRequest may still be on its
+// way to it.
+func (c *Canceller) Start(ctx context.Context) (seq uint64, ok bool, err error) {
+	ok, err = c.Settle(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	return c.seq, ok, nil
+}
+
+// Settle waits, for at most settleTimeout, until the CancelRequests of the
+// last statement are answered, and reports whether the connection may run
+// another statement. It returns ctx's error if ctx ends first.
+func (c *Canceller) Settle(ctx context.Context) (bool, error) {
+	c.mu.Lock()
+	last := c.last
+	c.mu.Unlock()
+	if last != nil && !isClosed(last.settled) {
+		t := time.NewTimer(settleTimeout)
+		select {
+		case <-last.settled:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false, ctx.Err()
+		}
+		t.Stop()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == last && last != nil {
+		if isClosed(last.settled) {
+			c.last = nil
+		} else {
+			c.broken = true
+		}
+	}
+	return !c.broken, nil
+}
+
+// Usable reports whether the connection may run another statement, as far
+// as its cancels go.
+func (c *Canceller) Usable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.broken
+}
+
+// Begin starts chasing statement seq, whose context has ended, unless it
+// has ended already.
+func (c *Canceller) Begin(seq uint64) {
+	c.mu.Lock()
+	if seq != c.seq || c.chase != nil || c.broken {
+		c.mu.Unlock()
+		return
+	}
+	ch := &chase{stop: make(chan struct{}), settled: make(chan struct{})}
+	c.chase = ch
+	c.mu.Unlock()
+	c.gate.cancels.statements.Add(1)
+	c.gate.Go(func() { c.pursue(ch) })
+}
+
+// pursue sends CancelRequests for ch's statement until it ends: one at
+// once, then after FirstRetry, doubling up to MaxRetryWait, each only if
+// none is still out. At CutOff it cuts the connection off, as CutOff says.
+func (c *Canceller) pursue(ch *chase) {
+	defer c.stopChase(ch)
+	start := time.Now()
+	c.request(ch)
+	timer := time.NewTimer(FirstRetry)
+	defer timer.Stop()
+	for wait := FirstRetry; ; wait = min(2*wait, MaxRetryWait) {
+		select {
+		case <-ch.stop:
+			return
+		case <-c.sock.Closed():
+			return
+		case <-timer.C:
+		}
+		if c.Usable() && time.Since(start) >= CutOff {
+			if c.cut() {
 				return
 			}
 		}
+		c.mu.Lock()
+		idle := ch.pending == 0
+		c.mu.Unlock()
+		if idle {
+			c.request(ch)
+		}
+		if c.Usable() {
+			timer.Reset(min(wait, CutOff-time.Since(start)))
+		} else {
+			timer.Reset(wait)
+		}
+	}
+}
+
+// cut cuts the connection off: it closes the socket of a backend that
+// checks it, and reports true; otherwise it releases the socket
+// (Socket.Release) and reports false: the chase goes on.
+func (c *Canceller) cut() (closed bool) {
+	c.mu.Lock()
+	c.broken = true
+	c.mu.Unlock()
+	c.gate.cancels.cutOffs.Add(1)
+	if c.direct {
+		c.sock.Close()
+		return true
+	}
+	c.sock.Release()
+	return false
+}
+
+// stopChase closes ch.stop, once.
+func (c *Canceller) stopChase(ch *chase) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !isClosed(ch.stop) {
+		close(ch.stop)
+		if ch.pending == 0 {
+			close(ch.settled)
+		}
+	}
+}
+
+// request queues one CancelRequest for ch's statement. It goes out when one
+// of the gate's MaxCancelsInFlight slots is free, unless the chase has
+// stopped by then.
+func (c *Canceller) request(ch *chase) {
+	c.mu.Lock()
+	if isClosed(ch.stop) {
+		c.mu.Unlock()
+		return
+	}
+	ch.pending++
+	c.mu.Unlock()
+	c.gate.Go(func() {
+		defer c.answered(ch)
+		if c.direct && c.pid != 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
+			defer cancel()
+			if !isClosed(ch.stop) && c.gate.signal(ctx, c.pid) {
+				c.gate.cancels.signals.Add(1)
+				return
+			}
+		}
+		select {
+		case c.gate.cancelSlots <- struct{}{}:
+			defer func() { <-c.gate.cancelSlots }()
+		case <-ch.stop:
+			return
+		}
+		if isClosed(ch.stop) { // stopped while waiting for the slot: not needed
+			return
+		}
+		c.gate.cancels.requests.Add(1)
+		ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
+		defer cancel()
+		_ = c.send(ctx)
 	})
+}
+
+// answered counts one CancelRequest of ch as answered (or not sent).
+func (c *Canceller) answered(ch *chase) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ch.pending--; ch.pending == 0 && isClosed(ch.stop) {
+		close(ch.settled)
+	}
+}
+
+// End notes that statement seq has ended and reports whether the connection
+// may run another one: false if it was cut off. A cut-off chase goes on
+// until the socket closes; any other stops, and the next Start waits for
+// its CancelRequests still out.
+func (c *Canceller) End(seq uint64) bool {
+	c.mu.Lock()
+	ch := c.chase
+	if seq != c.seq || ch == nil {
+		defer c.mu.Unlock()
+		return !c.broken
+	}
+	c.chase = nil
+	if c.broken {
+		c.mu.Unlock()
+		return false
+	}
+	c.last = ch
+	c.mu.Unlock()
+	c.stopChase(ch)
+	c.gate.cancels.reused.Add(1)
+	return true
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // cancelRequestCode is the CancelRequest message's code (1234 << 16 | 5678).
@@ -76,18 +352,19 @@ const cancelRequestCode = 80877102
 // SendCancel sends a CancelRequest for the backend (pid, key) to the server
 // at network, address: PostgreSQL, or PgBouncer, which passes it on to the
 // server connection that its client is linked to. It waits for the server to
-// close the connection, which it does once it has read the request. It is
+// close the connection, which it does once it has read the request (and
+// PostgreSQL once it has signalled the backend), or for ctx to end. It is
 // sent in the clear, as lib/pq and libpq before 17 do: the server reads a
 // CancelRequest before any authentication or pg_hba.conf check.
-func SendCancel(dial func(ctx context.Context, network, address string) (net.Conn, error), network, address string, pid uint32, key []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
-	defer cancel()
+func SendCancel(ctx context.Context, dial func(ctx context.Context, network, address string) (net.Conn, error), network, address string, pid uint32, key []byte) error {
 	c, err := dial(ctx, network, address)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(cancelTimeout))
+	if d, ok := ctx.Deadline(); ok {
+		c.SetDeadline(d)
+	}
 	msg := make([]byte, 12, 12+len(key))
 	binary.BigEndian.PutUint32(msg[0:], uint32(12+len(key)))
 	binary.BigEndian.PutUint32(msg[4:], cancelRequestCode)

@@ -2,6 +2,7 @@ package pgwire
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -31,8 +32,9 @@ const RetryInterval = 250 * time.Millisecond
 // the database wants back. A healthy database never meets the gate: it only
 // closes after a failure, and the first success opens it again.
 //
-// The openers also run the cancels and chases of their connections through
-// the gate (Go, Hold, Chase), so that Close, which database/sql calls from
+// The openers also run the cancels of their connections through the gate
+// (NewCanceller, Go, Hold), which bounds the CancelRequests in flight, and so
+// that Close, which database/sql calls from
 // DB.Close, returns only once none of them is in flight, those started while
 // it waits included: PgBouncer before 1.19 exits when a client disconnects
 // while its CancelRequest is being passed on (pgbouncer#801), as the client
@@ -48,11 +50,15 @@ type Gate struct {
 	probing  bool       // an attempt is under way after a failure
 	inFlight int        // cancels and chases under way (Go, Hold)
 	idle     sync.Cond  // on mu: broadcast when inFlight drops to 0
+
+	cancelSlots chan struct{} // a CancelRequest on its way holds one; MaxCancelsInFlight
+	cancels     cancelCounts
+	signaller   signaller
 }
 
 // NewGate returns a Gate around c.
 func NewGate(c driver.Connector) *Gate {
-	g := &Gate{Connector: c, now: time.Now}
+	g := &Gate{Connector: c, now: time.Now, cancelSlots: make(chan struct{}, MaxCancelsInFlight)}
 	g.idle.L = &g.mu
 	return g
 }
@@ -86,7 +92,7 @@ func (g *Gate) Go(f func()) {
 }
 
 // Close waits until no cancel or chase started through the gate is under
-// way, each being bounded by Chase's timing, then closes the wrapped
+// way, each being bounded by a Canceller's timing, then closes the wrapped
 // connector if it has a Close. It implements io.Closer, which DB.Close
 // calls.
 func (g *Gate) Close() error {
@@ -95,6 +101,7 @@ func (g *Gate) Close() error {
 		g.idle.Wait()
 	}
 	g.mu.Unlock()
+	g.closeSignaller()
 	if c, ok := g.Connector.(io.Closer); ok {
 		return c.Close()
 	}
@@ -192,4 +199,21 @@ func CheckSelfConnect(c net.Conn) (net.Conn, error) {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: r, Err: errors.New("connected to itself: nothing listens there")}
 	}
 	return c, nil
+}
+
+// Driver implements driver.Connector: the wrapped connector's driver,
+// carrying the gate, so that Of finds the gate from a *sql.DB.
+func (g *Gate) Driver() driver.Driver { return gateDriver{g.Connector.Driver(), g} }
+
+type gateDriver struct {
+	driver.Driver
+	gate *Gate
+}
+
+// Of returns the Gate that db was opened on (sql.OpenDB(gate)), or nil.
+func Of(db *sql.DB) *Gate {
+	if d, ok := db.Driver().(gateDriver); ok {
+		return d.gate
+	}
+	return nil
 }

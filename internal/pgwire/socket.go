@@ -1,0 +1,135 @@
+package pgwire
+
+import (
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// DrainLimit bounds how long a Socket that was released (see Release) stays
+// open after its driver closed it, waiting for the statement to end.
+const DrainLimit = 10 * time.Second
+
+// readyForQuery is the whole ReadyForQuery message but its status byte:
+// the last message the server sends before it waits for the next
+// statement.
+var readyForQuery = [5]byte{'Z', 0, 0, 0, 5}
+
+// Socket is the net.Conn of one connection, which its Canceller can release
+// from its driver without closing it.
+//
+// Closing a connection whose statement runs does not stop the statement:
+// PostgreSQL notices a closed client socket only when it next writes to it
+// (or every client_connection_check_interval, when set), and PgBouncer,
+// when its client leaves mid-statement, closes its server connection and
+// sends no cancel. So when a statement outlives its context too long, the
+// Canceller releases the socket instead: the driver's pending read fails
+// at once, so that the caller returns; what the driver writes from then on
+// is dropped (a Terminate would reach PgBouncer as a client leaving); and
+// its Close is held back until the server has sent ReadyForQuery, which it
+// does once a CancelRequest has landed, or until DrainLimit.
+//
+// The end of a statement is seen in the bytes read: the last six are a
+// ReadyForQuery message. (Row data that happened to end a read with those
+// six bytes would close the socket early: the statement would then run on,
+// as it would have without the hold.)
+type Socket struct {
+	net.Conn
+	gate *Gate // runs the drain, so that DB.Close waits for it
+
+	mu       sync.Mutex    // protects the fields below
+	tail     [6]byte       // the last six bytes read since the last write
+	released bool          // the driver gave up on the connection: drop writes, hold Close
+	idle     bool          // released, and the server has sent ReadyForQuery since
+	closing  bool          // Close has been called
+	closed   chan struct{} // closed once the socket is closed for real
+}
+
+// NewSocket wraps c, a connection's net.Conn as dialled.
+func (g *Gate) NewSocket(c net.Conn) *Socket {
+	return &Socket{Conn: c, gate: g, closed: make(chan struct{})}
+}
+
+// Closed is closed once the socket is closed for real.
+func (s *Socket) Closed() <-chan struct{} { return s.closed }
+
+func (s *Socket) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	if s.idle {
+		s.mu.Unlock()
+		return 0, io.EOF
+	}
+	s.mu.Unlock()
+	n, err := s.Conn.Read(p)
+	if n > 0 {
+		s.mu.Lock()
+		if n >= len(s.tail) {
+			copy(s.tail[:], p[n-len(s.tail):n])
+		} else {
+			copy(s.tail[:], s.tail[n:])
+			copy(s.tail[len(s.tail)-n:], p[:n])
+		}
+		if s.released && s.atReady() {
+			s.idle = true
+		}
+		s.mu.Unlock()
+	}
+	return n, err
+}
+
+// atReady reports whether the last bytes read are a ReadyForQuery. s.mu is
+// held.
+func (s *Socket) atReady() bool { return [5]byte(s.tail[:5]) == readyForQuery }
+
+// Write forgets the bytes read so far (what follows a statement is the
+// answer to it), or drops p once the socket is released.
+func (s *Socket) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	released := s.released
+	s.tail = [6]byte{}
+	s.mu.Unlock()
+	if released {
+		return len(p), nil
+	}
+	return s.Conn.Write(p)
+}
+
+// Release frees the driver's pending read at once and holds the socket open
+// until the statement ends, as the type's doc says.
+func (s *Socket) Release() {
+	s.mu.Lock()
+	s.released = true
+	s.idle = s.atReady()
+	s.mu.Unlock()
+	s.Conn.SetReadDeadline(time.Unix(1, 0))
+}
+
+// Close closes the socket, at once unless it was released while its
+// statement runs: then a goroutine of the gate's reads until the statement
+// ends, or DrainLimit, and closes it.
+func (s *Socket) Close() error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closing = true
+	hold := s.released && !s.idle
+	s.mu.Unlock()
+	if !hold {
+		return s.closeNow()
+	}
+	s.gate.Go(func() {
+		s.Conn.SetReadDeadline(time.Now().Add(DrainLimit))
+		io.Copy(io.Discard, s) // EOF once idle
+		s.closeNow()
+	})
+	return nil
+}
+
+func (s *Socket) closeNow() error {
+	err := s.Conn.Close()
+	close(s.closed)
+	return err
+}
