@@ -148,6 +148,12 @@ func (g *Gate) Connect(ctx context.Context) (driver.Conn, error) {
 	}()
 	select {
 	case r := <-res:
+		if ctx.Err() != nil { // both ready: the caller's end wins, as it would have a moment later
+			if r.err == nil {
+				r.c.Close()
+			}
+			return nil, ctx.Err()
+		}
 		if r.err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrUnavailable, r.err)
 		}
