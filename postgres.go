@@ -159,14 +159,13 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 }
 
 // pqDialer is the dialer of one lib/pq connection: it refuses a TCP
-// connection to itself and keeps the socket of the last attempt, the
-// connection's once it is open.
+// connection to itself and wraps the connection's socket in a
+// pgwire.Socket, which it keeps.
 type pqDialer struct {
 	net.Dialer
-	gate             *pgwire.Gate
-	mu               sync.Mutex     // protects the fields below
-	conn             *pgwire.Socket // the socket of the last connection attempt
-	network, address string         // as dialled
+	gate *pgwire.Gate
+	mu   sync.Mutex     // protects sock
+	sock *pgwire.Socket // the socket of the last connection attempt
 }
 
 func (d *pqDialer) Dial(network, address string) (net.Conn, error) {
@@ -187,25 +186,18 @@ func (d *pqDialer) DialContext(ctx context.Context, network, address string) (ne
 	if c, err = pgwire.CheckSelfConnect(c); err != nil {
 		return nil, err
 	}
-	sock := d.gate.NewSocket(c)
+	sock := d.gate.NewSocket(c, network, address)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.conn, d.network, d.address = sock, network, address
+	d.sock = sock
 	return sock, nil
 }
 
-// peer returns the open connection's socket and where to send its
-// CancelRequests: the socket's peer, not the DSN's host, which may name
-// several servers; but a unix socket's peer name is the server's relative
-// path, so that one is sent where it was dialled.
-func (d *pqDialer) peer() (sock *pgwire.Socket, network, address string) {
+// socket returns the socket of the connection just opened.
+func (d *pqDialer) socket() *pgwire.Socket {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	network, address = d.network, d.address
-	if a := d.conn.RemoteAddr(); network != "unix" && a != nil {
-		network, address = a.Network(), a.String()
-	}
-	return d.conn, network, address
+	return d.sock
 }
 
 // pqRefusedParameter reports whether err is the server refusing

@@ -48,7 +48,8 @@ func wrapPQ(conn driver.Conn, gate *pgwire.Gate, d *pqDialer, direct bool) (driv
 	if !ok || !keyOK {
 		return conn, nil
 	}
-	sock, network, address := d.peer()
+	sock := d.socket()
+	network, address := sock.CancelAddr()
 	send := func(ctx context.Context) error {
 		return pgwire.SendCancel(ctx, d.Dialer.DialContext, network, address, pid, key)
 	}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -44,11 +45,13 @@ import (
 //     the measured cost.
 //   - connect_timeout of reqpool.DefaultConnectTimeout when the DSN has
 //     none.
-//   - The cancel of reqpool.OpenPostgres through PgBouncer (see its doc),
-//     directly too: CancelRequests backing off, at most 4 out at once, a
-//     cut-off after 200 ms that frees the caller but keeps the socket open
-//     until the statement ends, and the connection kept when the cancel
-//     landed. pgx's default closes the socket at once, which through
+//   - The cancel and client_connection_check_interval of
+//     reqpool.OpenPostgres (see its doc): pg_cancel_backend on a direct
+//     connection, CancelRequests backing off through PgBouncer, a cut-off
+//     after 200 ms that never leaves a statement running, and the
+//     connection kept when the cancel landed. pgx's default closes the
+//     socket at once, which through PgBouncer leaves the statement
+//     running on the server and costs a new connection every time. pgx's default closes the socket at once, which through
 //     PgBouncer leaves the statement running on the server and costs a
 //     new connection every time.
 //   - At most one connection attempt per 250 ms while attempts fail; the
@@ -72,6 +75,9 @@ func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 	var gate *pgwire.Gate // set below, before the first connection
 	dial := cfg.DialFunc
 	cfg.DialFunc = func(ctx context.Context, network, address string) (net.Conn, error) {
+		if err := pgwire.CheckDial(network); err != nil {
+			return nil, err
+		}
 		c, err := dial(ctx, network, address)
 		if err != nil {
 			return nil, err
@@ -79,18 +85,29 @@ func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 		if c, err = pgwire.CheckSelfConnect(c); err != nil {
 			return nil, err
 		}
-		return gate.NewSocket(c), nil
+		return gate.NewSocket(c, network, address), nil
 	}
-	// No client_connection_check_interval here, unlike OpenPostgres: with
-	// it, pgx's direct hang-up soak ran few statements and held its
-	// handlers (not understood yet), so pgx's statements are chased with
-	// CancelRequests on both paths.
-	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
-		h := &chaser{pc: pc, gate: gate}
-		pc.CustomData()[chaserKey] = h
-		return h
+	// Two configurations: with the startup parameter that asks PostgreSQL
+	// itself to check the client socket, and without, for PgBouncer (see
+	// pgwire.CheckingConnector).
+	without := cfg.Copy()
+	with := cfg.Copy()
+	if _, set := cfg.RuntimeParams[pgwire.CheckParameter]; !set {
+		with.RuntimeParams[pgwire.CheckParameter] = pgwire.CheckInterval
 	}
-	gate = pgwire.NewGate(stdlib.GetConnector(*cfg, stdlib.OptionResetSession(discardCancelled)))
+	for c, direct := range map[*pgx.ConnConfig]bool{with: true, without: false} {
+		c.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+			h := &chaser{pc: pc, gate: gate, dial: dial, direct: direct}
+			pc.CustomData()[chaserKey] = h
+			return h
+		}
+	}
+	opt := stdlib.OptionResetSession(discardCancelled)
+	gate = pgwire.NewGate(&pgwire.CheckingConnector{
+		With:    stdlib.GetConnector(*with, opt),
+		Without: stdlib.GetConnector(*without, opt),
+		Refused: refusedParameter,
+	})
 	db := sql.OpenDB(gate)
 	reqpool.SizeDB(db, p)
 	return sqlx.NewDb(db, "pgx"), nil
@@ -105,8 +122,10 @@ const chaserKey = "reqpool.chaser"
 // HandleUnwatchAfterCancel once the operation has ended, so the two
 // alternate.
 type chaser struct {
-	pc   *pgconn.PgConn
-	gate *pgwire.Gate
+	pc     *pgconn.PgConn
+	gate   *pgwire.Gate
+	dial   pgconn.DialFunc // pgx's own, for the CancelRequests
+	direct bool            // connected with the check parameter: PostgreSQL itself, process pc.PID()
 
 	cancel *pgwire.Canceller // made at the first HandleCancel
 	seq    uint64            // the statement being chased
@@ -120,8 +139,12 @@ func (h *chaser) HandleCancel(context.Context) {
 			h.pc.Conn().SetDeadline(time.Now())
 			return
 		}
-		h.cancel = h.gate.NewCanceller(sock, false, 0, func(ctx context.Context) error {
-			return h.pc.CancelRequest(ctx)
+		// Not pc.CancelRequest, which dials pc.Conn().RemoteAddr(): once the
+		// socket is cut off, that refuses pgx's own CancelRequest.
+		network, address := sock.CancelAddr()
+		pid, key := h.pc.PID(), h.pc.SecretKey()
+		h.cancel = h.gate.NewCanceller(sock, h.direct, pid, func(ctx context.Context) error {
+			return pgwire.SendCancel(ctx, h.dial, network, address, pid, key)
 		})
 	}
 	h.seq, _, _ = h.cancel.Start(context.Background())
@@ -153,4 +176,11 @@ func discardCancelled(_ context.Context, c *pgx.Conn) error {
 		return driver.ErrBadConn
 	}
 	return nil
+}
+
+// refusedParameter reports whether err is the server refusing
+// pgwire.CheckParameter at start-up.
+func refusedParameter(err error) bool {
+	var e *pgconn.PgError
+	return errors.As(err, &e) && pgwire.RefusedParameter(e.Code, e.Message)
 }

@@ -249,6 +249,7 @@ func (c *Canceller) cut() (closed bool) {
 	c.mu.Unlock()
 	c.gate.cancels.cutOffs.Add(1)
 	if c.direct {
+		c.sock.markCut()
 		c.sock.Close()
 		return true
 	}

@@ -44,12 +44,14 @@ type Gate struct {
 	driver.Connector
 	now func() time.Time // time.Now; a field so that tests can step time
 
-	mu       sync.Mutex // protects the fields below
-	failed   time.Time  // when the last attempt failed; zero while healthy
-	lastErr  error      // that attempt's error
-	probing  bool       // an attempt is under way after a failure
-	inFlight int        // cancels and chases under way (Go, Hold)
-	idle     sync.Cond  // on mu: broadcast when inFlight drops to 0
+	mu       sync.Mutex    // protects the fields below
+	failed   time.Time     // when the last attempt failed; zero while healthy
+	lastErr  error         // that attempt's error
+	probing  bool          // an attempt is under way after a failure
+	spares   []driver.Conn // connections made for callers who left, for the next Connect
+	closed   bool          // Close has been called: no more spares
+	inFlight int           // cancels, chases and connection attempts under way (Go, Hold)
+	idle     sync.Cond     // on mu: broadcast when inFlight drops to 0
 
 	cancelSlots chan struct{} // a CancelRequest on its way holds one; MaxCancelsInFlight
 	cancels     cancelCounts
@@ -100,7 +102,12 @@ func (g *Gate) Close() error {
 	for g.inFlight > 0 {
 		g.idle.Wait()
 	}
+	spares := g.spares
+	g.spares, g.closed = nil, true
 	g.mu.Unlock()
+	for _, c := range spares {
+		c.Close()
+	}
 	g.closeSignaller()
 	if c, ok := g.Connector.(io.Closer); ok {
 		return c.Close()
@@ -108,50 +115,57 @@ func (g *Gate) Close() error {
 	return nil
 }
 
-// Connect implements driver.Connector.
+// Connect implements driver.Connector. A healthy gate lets every caller
+// connect; after a failure it lets one attempt through per RetryInterval
+// and refuses the others at once.
+//
+// Every attempt runs to its end, bounded by the driver's connect timeout,
+// even if its caller gives up; a connection made for a caller who left is
+// kept as a spare that the next Connect returns at once. A connection costs
+// the server a process, and an attempt cut short wastes it: in a storm of
+// hang-ups while a pool fills, pgx (whose connect honours the context)
+// kept starting connections and cutting them short, and its pool never
+// filled. And in a Fanout, the siblings refused at once fail the group and
+// cancel the prober's context: a probe that ended with its caller would
+// never learn that the database is back.
 func (g *Gate) Connect(ctx context.Context) (driver.Conn, error) {
 	g.mu.Lock()
-	if g.failed.IsZero() { // healthy: every caller connects, with its own context
+	if n := len(g.spares); n > 0 {
+		c := g.spares[n-1]
+		g.spares = g.spares[:n-1]
 		g.mu.Unlock()
-		c, err := g.Connector.Connect(ctx)
-		if err != nil && ctx.Err() == nil {
-			g.record(err)
-			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return c, nil
+	}
+	probe := !g.failed.IsZero()
+	if probe {
+		if g.probing || g.now().Sub(g.failed) < RetryInterval {
+			err := &unavailableError{last: g.lastErr, since: g.now().Sub(g.failed)}
+			g.mu.Unlock()
+			return nil, err
 		}
-		return c, err
+		g.probing = true
 	}
-	if g.probing || g.now().Sub(g.failed) < RetryInterval {
-		err := &unavailableError{last: g.lastErr, since: g.now().Sub(g.failed)}
-		g.mu.Unlock()
-		return nil, err
-	}
-	g.probing = true
 	g.mu.Unlock()
 
-	// The probe runs to its end (the driver's connect timeout bounds it)
-	// even if the caller gives up: in a Fanout, the siblings refused at
-	// once fail the group and cancel the prober's context, and a probe
-	// that ended with its caller would never learn that the database is
-	// back.
 	type result struct {
 		c   driver.Conn
 		err error
 	}
 	res := make(chan result, 1)
-	go func() {
+	g.Go(func() {
 		c, err := g.Connector.Connect(context.WithoutCancel(ctx))
 		g.mu.Lock()
-		g.probing = false
+		if probe {
+			g.probing = false
+		}
 		g.mu.Unlock()
 		g.record(err)
 		res <- result{c, err}
-	}()
+	})
 	select {
 	case r := <-res:
 		if ctx.Err() != nil { // both ready: the caller's end wins, as it would have a moment later
-			if r.err == nil {
-				r.c.Close()
-			}
+			g.spare(r.c, r.err)
 			return nil, ctx.Err()
 		}
 		if r.err != nil {
@@ -159,12 +173,28 @@ func (g *Gate) Connect(ctx context.Context) (driver.Conn, error) {
 		}
 		return r.c, nil
 	case <-ctx.Done():
-		go func() {
-			if r := <-res; r.err == nil {
-				r.c.Close()
-			}
-		}()
+		g.Go(func() {
+			r := <-res
+			g.spare(r.c, r.err)
+		})
 		return nil, ctx.Err()
+	}
+}
+
+// spare keeps c, a connection made for a caller who left, for the next
+// Connect; or closes it once the gate is closed.
+func (g *Gate) spare(c driver.Conn, err error) {
+	if err != nil {
+		return
+	}
+	g.mu.Lock()
+	if !g.closed {
+		g.spares = append(g.spares, c)
+		c = nil
+	}
+	g.mu.Unlock()
+	if c != nil {
+		c.Close()
 	}
 }
 
@@ -193,6 +223,17 @@ func (e *unavailableError) Error() string {
 }
 
 func (e *unavailableError) Unwrap() []error { return []error{ErrUnavailable, e.last} }
+
+// errCutDial refuses a dial to CutAddr.
+var errCutDial = errors.New("reqpool: the connection was cut off; its Canceller chases the statement")
+
+// CheckDial refuses at once a dial to CutAddr (see there).
+func CheckDial(network string) error {
+	if network == CutNetwork {
+		return errCutDial
+	}
+	return nil
+}
 
 // CheckSelfConnect closes c and returns an error if it is a TCP connection to
 // itself: dialling a local port on which nothing listens can pick that very

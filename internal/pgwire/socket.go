@@ -36,19 +36,65 @@ var readyForQuery = [5]byte{'Z', 0, 0, 0, 5}
 // as it would have without the hold.)
 type Socket struct {
 	net.Conn
-	gate *Gate // runs the drain, so that DB.Close waits for it
+	gate             *Gate  // runs the drain, so that DB.Close waits for it
+	network, address string // as dialled
 
 	mu       sync.Mutex    // protects the fields below
 	tail     [6]byte       // the last six bytes read since the last write
+	cut      bool          // cut off by its Canceller: RemoteAddr is CutAddr
 	released bool          // the driver gave up on the connection: drop writes, hold Close
 	idle     bool          // released, and the server has sent ReadyForQuery since
 	closing  bool          // Close has been called
 	closed   chan struct{} // closed once the socket is closed for real
 }
 
-// NewSocket wraps c, a connection's net.Conn as dialled.
-func (g *Gate) NewSocket(c net.Conn) *Socket {
-	return &Socket{Conn: c, gate: g, closed: make(chan struct{})}
+// NewSocket wraps c, a connection's net.Conn dialled to network, address.
+func (g *Gate) NewSocket(c net.Conn, network, address string) *Socket {
+	return &Socket{Conn: c, gate: g, network: network, address: address, closed: make(chan struct{})}
+}
+
+// CancelAddr returns where to send the connection's CancelRequests: the
+// socket's peer, not the DSN's host, which may name several servers; but a
+// unix socket's peer name is the server's relative path, so that one goes
+// where it was dialled.
+func (s *Socket) CancelAddr() (network, address string) {
+	if a := s.Conn.RemoteAddr(); s.network != "unix" && a != nil {
+		return a.Network(), a.String()
+	}
+	return s.network, s.address
+}
+
+// CutNetwork is the network of CutAddr.
+const CutNetwork = "reqpool-cut"
+
+// CutAddr is the RemoteAddr of a Socket that its Canceller has cut off. A
+// driver that sends a CancelRequest of its own when its read fails (pgx
+// does, and waits for it before it closes) dials this address; the
+// opener's dialer refuses it at once (see CheckDial), since the
+// Canceller already chases the statement.
+var CutAddr net.Addr = cutAddr{}
+
+type cutAddr struct{}
+
+func (cutAddr) Network() string { return CutNetwork }
+func (cutAddr) String() string  { return "cut off by reqpool" }
+
+// RemoteAddr is the peer's address, or CutAddr once cut off.
+func (s *Socket) RemoteAddr() net.Addr {
+	s.mu.Lock()
+	cut := s.cut
+	s.mu.Unlock()
+	if cut {
+		return CutAddr
+	}
+	return s.Conn.RemoteAddr()
+}
+
+// markCut makes RemoteAddr return CutAddr.
+func (s *Socket) markCut() {
+	s.mu.Lock()
+	s.cut = true
+	s.mu.Unlock()
 }
 
 // Closed is closed once the socket is closed for real.
@@ -99,7 +145,7 @@ func (s *Socket) Write(p []byte) (int, error) {
 // until the statement ends, as the type's doc says.
 func (s *Socket) Release() {
 	s.mu.Lock()
-	s.released = true
+	s.cut, s.released = true, true
 	s.idle = s.atReady()
 	s.mu.Unlock()
 	s.Conn.SetReadDeadline(time.Unix(1, 0))
