@@ -102,17 +102,19 @@
 //     fails with "prepared statement does not exist". Named prepared
 //     statements (db.Prepare, pgx's statement cache) cannot cross such a
 //     PgBouncer at all.
-//   - A cancel that does not depend on the first CancelRequest landing.
-//     PostgreSQL drops a cancel that reaches a backend before it executes
-//     the statement, and the drivers then wait for the statement to end:
-//     with plain lib/pq, 13 of 1,000 hung-up requests held their handler
-//     for the statement's whole 3 s. The openers send the cancel again every
-//     25 ms while a statement outlives its context, cut the connection off
-//     after 250 ms, and never reuse a cancelled connection. Through
-//     PgBouncer the cancel goes to PgBouncer, which passes it to the server
-//     connection running the statement. The retried CancelRequests go in
+//   - A cancel that lands, and costs the server little, however many
+//     clients hang up at once. PostgreSQL drops a cancel that reaches a
+//     backend before it executes the statement, and the drivers then wait
+//     for the statement to end; and every CancelRequest costs the server a
+//     forked process. The openers never send a statement whose context has
+//     ended; cancel with pg_cancel_backend over a connection kept for it
+//     when they reach PostgreSQL itself, and with CancelRequests through
+//     PgBouncer; send again, backing off, while the statement runs; free
+//     the caller after 200 ms without leaving the statement running; and
+//     keep the connection when the cancel landed. The CancelRequests go in
 //     the clear, as lib/pq's own do; a PgBouncer that demands TLS from its
-//     clients refuses them, and only the cut-off remains.
+//     clients refuses them, and only the cut-off remains. Cancels counts
+//     them.
 //   - At most one connection attempt per 250 ms while attempts fail; the
 //     others fail at once with ErrDBUnavailable, which WriteError answers
 //     with 503. Plain drivers dial on every query: 6,000–13,000 attempts a
@@ -121,11 +123,8 @@
 //     before 1.19 (Debian 12 ships 1.18) exits when a client disconnects
 //     while its CancelRequest is being passed on (pgbouncer#801). Close the
 //     database before the process exits, and prefer PgBouncer 1.19 or later.
-//   - Statements prepared with db.Prepare are not for these databases: they
-//     cannot cross PgBouncer in transaction mode, and with OpenPostgres a
-//     cancelled prepared statement leaves its connection in the pool (lib/pq
-//     marks only unprepared statements' connections bad), so a retried
-//     CancelRequest may hit the next statement on it.
+//   - Statements prepared with db.Prepare are not for these databases
+//     behind PgBouncer in transaction mode, which cannot keep them.
 //   - The request-id tag costs nothing measurable with either opener: both
 //     parse every statement anyway. It costs pgx's default mode about 60%,
 //     since every tagged text is new to its statement cache; see
@@ -135,7 +134,7 @@
 // with binary_parameters=yes and connect_timeout in the DSN, opened with
 // pq.NewConnector and sql.OpenDB (sql.Open dials without the query's
 // context); pgx with default_query_exec_mode=exec (or simple_protocol) in
-// the DSN. The retried cancel and the connection gate live in the openers'
+// the DSN. The cancel and the connection gate live in the openers'
 // connectors; without them, set statement_timeout as a backstop and, on
 // PostgreSQL 14 and later, client_connection_check_interval on the server,
 // so that a backend whose client has gone notices it.
@@ -150,11 +149,10 @@
 //     queries. With fewer connections than workers the surplus queries wait
 //     inside database/sql, which serves its waiters in random order: the
 //     order and fairness that reqpool keeps are lost there.
-//   - Directly to PostgreSQL, replicas × (Workers + 2), plus other clients,
-//     plus headroom for cancels (each is a short-lived connection, and a
-//     cancelled connection is replaced by a new one), must stay below the
+//   - Directly to PostgreSQL, replicas × (Workers + 2, plus the 2 kept for
+//     pg_cancel_backend), plus other clients, must stay below the
 //     server's max_connections less superuser_reserved_connections. With
-//     max_connections=100, 3 reserved and 4 replicas, Workers=20 leaves 9
+//     max_connections=100, 3 reserved and 4 replicas, Workers=18 leaves 9
 //     connections spare.
 //   - Behind PgBouncer in transaction mode, replicas × (Workers + 2) is
 //     what PgBouncer's max_client_conn must allow; the server sees at most

@@ -150,3 +150,86 @@ func TestGateCloseWaitsForLateCancels(t *testing.T) {
 		t.Errorf("Close returned with %d of 2 cancels finished", n)
 	}
 }
+
+// TestSocketRelease: a released socket frees the driver's pending read at
+// once, drops what the driver writes from then on (a Terminate would reach
+// PgBouncer as a client leaving mid-statement), and holds the driver's
+// Close until the server has sent ReadyForQuery.
+func TestSocketRelease(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	g := NewGate(nil)
+	s := g.NewSocket(client, "tcp", "127.0.0.1:5432")
+
+	// A statement goes out, and the driver waits for its answer.
+	got := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, 64)
+		n, _ := server.Read(buf)
+		got <- buf[:n]
+	}()
+	if _, err := s.Write([]byte("Q statement")); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; string(b) != "Q statement" {
+		t.Fatalf("server read %q", b)
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		_, err := s.Read(make([]byte, 64))
+		readErr <- err
+	}()
+	s.Release()
+	var ne net.Error
+	if err := <-readErr; !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("pending read after Release: %v, want a timeout", err)
+	}
+	if a := s.RemoteAddr(); a != CutAddr || CheckDial(a.Network()) == nil {
+		t.Errorf("RemoteAddr after Release = %v; a dial to it must be refused", a)
+	}
+
+	// The driver gives up: Terminate, then Close. Neither reaches the server.
+	if n, err := s.Write([]byte{'X', 0, 0, 0, 4}); n != 5 || err != nil {
+		t.Fatalf("Write after Release = %d, %v; want it dropped as written", n, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Closed():
+		t.Fatal("closed while the statement runs")
+	default:
+	}
+
+	// The statement ends: an error, then ReadyForQuery. Only then does the
+	// socket close, and the server reads EOF, not the Terminate.
+	if _, err := server.Write([]byte{'E', 0, 0, 0, 4}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.Write([]byte{'Z', 0, 0, 0, 5, 'I'}); err != nil {
+		t.Fatal(err)
+	}
+	<-s.Closed()
+	if n, err := server.Read(make([]byte, 8)); err == nil {
+		t.Errorf("server read %d bytes after the socket closed, want EOF", n)
+	}
+	g.Close()
+}
+
+// TestRefusedParameter: the refusals of PgBouncer and of PostgreSQL before
+// 14, and nothing else.
+func TestRefusedParameter(t *testing.T) {
+	for _, c := range []struct {
+		code, msg string
+		want      bool
+	}{
+		{"08P01", "unsupported startup parameter: client_connection_check_interval", true},
+		{"42704", `unrecognized configuration parameter "client_connection_check_interval"`, true},
+		{"08P01", "unsupported startup parameter: extra_float_digits", false},
+		{"28P01", "password authentication failed", false},
+	} {
+		if got := RefusedParameter(c.code, c.msg); got != c.want {
+			t.Errorf("RefusedParameter(%q, %q) = %v", c.code, c.msg, got)
+		}
+	}
+}
