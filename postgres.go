@@ -90,12 +90,8 @@ func OpenPostgres(dsn string, p *Pool) (*sqlx.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	with, without := &pqConnector{cfg: cfg, direct: true}, &pqConnector{cfg: cfg}
-	if v, set := cfg.Runtime[pgwire.CheckParameter]; set {
-		// The DSN's own setting: a backend that refuses it refuses the DSN.
-		with.direct = v != "0"
-		without.direct = with.direct
-	} else {
+	with, without := &pqConnector{cfg: cfg}, &pqConnector{cfg: cfg}
+	if _, set := cfg.Runtime[pgwire.CheckParameter]; !set { // else the DSN's own
 		with.cfg.Runtime = maps.Clone(cfg.Runtime)
 		if with.cfg.Runtime == nil {
 			with.cfg.Runtime = make(map[string]string, 1)
@@ -155,7 +151,7 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return wrapPQ(conn, c.gate, d, c.direct)
+	return wrapPQ(conn, c.gate, d)
 }
 
 // pqDialer is the dialer of one lib/pq connection: it refuses a TCP

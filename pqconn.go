@@ -42,18 +42,44 @@ type pqConn struct {
 // wrapPQ wraps conn, just opened through d, in a pqConn. If a lib/pq
 // upgrade hides the backend key or the interfaces pqConn needs, conn is
 // returned as it is, and lib/pq cancels its own statements.
-func wrapPQ(conn driver.Conn, gate *pgwire.Gate, d *pqDialer, direct bool) (driver.Conn, error) {
+func wrapPQ(conn driver.Conn, gate *pgwire.Gate, d *pqDialer) (driver.Conn, error) {
 	pc, ok := conn.(pqDriverConn)
 	pid, key, keyOK := pqCancelKey(conn)
 	if !ok || !keyOK {
 		return conn, nil
+	}
+	signalPID, checked, err := pqProbe(pc, pid)
+	if err != nil {
+		pc.Close()
+		return nil, err
 	}
 	sock := d.socket()
 	network, address := sock.CancelAddr()
 	send := func(ctx context.Context) error {
 		return pgwire.SendCancel(ctx, d.Dialer.DialContext, network, address, pid, key)
 	}
-	return &pqConn{conn: pc, cancel: gate.NewCanceller(sock, direct, pid, send)}, nil
+	return &pqConn{conn: pc, cancel: gate.NewCanceller(sock, signalPID, checked, send)}, nil
+}
+
+// pqProbe runs pgwire.ProbeQuery on a new connection whose BackendKeyData
+// holds pid; see pgwire.Probed.
+func pqProbe(pc pqDriverConn, pid uint32) (signalPID uint32, checked bool, err error) {
+	rows, err := pc.QueryContext(context.Background(), pgwire.ProbeQuery, nil)
+	if err != nil {
+		return 0, false, err
+	}
+	defer rows.Close()
+	row := make([]driver.Value, 2)
+	if err := rows.Next(row); err != nil {
+		return 0, false, err
+	}
+	backend, _ := row[0].(int64)
+	interval, _ := row[1].(string)
+	if b, ok := row[1].([]byte); ok {
+		interval = string(b)
+	}
+	signalPID, checked = pgwire.Probed(pid, backend, interval)
+	return signalPID, checked, nil
 }
 
 // watch readies the connection for a statement under ctx. The statement

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,11 +96,20 @@ func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 	if _, set := cfg.RuntimeParams[pgwire.CheckParameter]; !set {
 		with.RuntimeParams[pgwire.CheckParameter] = pgwire.CheckInterval
 	}
-	for c, direct := range map[*pgx.ConnConfig]bool{with: true, without: false} {
+	validate := cfg.ValidateConnect
+	for _, c := range []*pgx.ConnConfig{with, without} {
 		c.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
-			h := &chaser{pc: pc, gate: gate, dial: dial, direct: direct}
+			h := &chaser{pc: pc, gate: gate, dial: dial}
 			pc.CustomData()[chaserKey] = h
 			return h
+		}
+		c.ValidateConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
+			if validate != nil {
+				if err := validate(ctx, pc); err != nil {
+					return err
+				}
+			}
+			return probe(ctx, pc)
 		}
 	}
 	opt := stdlib.OptionResetSession(discardCancelled)
@@ -122,30 +132,22 @@ const chaserKey = "reqpool.chaser"
 // HandleUnwatchAfterCancel once the operation has ended, so the two
 // alternate.
 type chaser struct {
-	pc     *pgconn.PgConn
-	gate   *pgwire.Gate
-	dial   pgconn.DialFunc // pgx's own, for the CancelRequests
-	direct bool            // connected with the check parameter: PostgreSQL itself, process pc.PID()
+	pc   *pgconn.PgConn
+	gate *pgwire.Gate
+	dial pgconn.DialFunc // pgx's own, for the CancelRequests
+	// What probe learnt of the server (see pgwire.Probed).
+	signalPID uint32
+	checked   bool
 
-	cancel *pgwire.Canceller // made at the first HandleCancel
+	cancel *pgwire.Canceller // made by probe; nil for a connection it did not see
 	seq    uint64            // the statement being chased
 }
 
 // HandleCancel implements ctxwatch.Handler.
 func (h *chaser) HandleCancel(context.Context) {
-	if h.cancel == nil {
-		sock, _ := h.pc.Conn().(*pgwire.Socket)
-		if sock == nil { // not dialled by Open's DialFunc: cut the socket, as pgx does
-			h.pc.Conn().SetDeadline(time.Now())
-			return
-		}
-		// Not pc.CancelRequest, which dials pc.Conn().RemoteAddr(): once the
-		// socket is cut off, that refuses pgx's own CancelRequest.
-		network, address := sock.CancelAddr()
-		pid, key := h.pc.PID(), h.pc.SecretKey()
-		h.cancel = h.gate.NewCanceller(sock, h.direct, pid, func(ctx context.Context) error {
-			return pgwire.SendCancel(ctx, h.dial, network, address, pid, key)
-		})
+	if h.cancel == nil { // not probed (not opened by Open): cut the socket, as pgx does
+		h.pc.Conn().SetDeadline(time.Now())
+		return
 	}
 	h.seq, _, _ = h.cancel.Start(context.Background())
 	h.cancel.Begin(h.seq)
@@ -183,4 +185,30 @@ func discardCancelled(_ context.Context, c *pgx.Conn) error {
 func refusedParameter(err error) bool {
 	var e *pgconn.PgError
 	return errors.As(err, &e) && pgwire.RefusedParameter(e.Code, e.Message)
+}
+
+// probe runs pgwire.ProbeQuery on a new connection and gives its chaser
+// a Canceller. It runs while pgx connects, so that a direct connection's
+// first one opens the gate's pg_cancel_backend connection before any
+// statement can need it.
+func probe(ctx context.Context, pc *pgconn.PgConn) error {
+	res := pc.ExecParams(ctx, pgwire.ProbeQuery, nil, nil, nil, nil).Read()
+	if res.Err != nil {
+		return res.Err
+	}
+	h, _ := pc.CustomData()[chaserKey].(*chaser)
+	sock, _ := pc.Conn().(*pgwire.Socket)
+	if h == nil || sock == nil || len(res.Rows) != 1 || len(res.Rows[0]) != 2 {
+		return nil
+	}
+	backend, _ := strconv.ParseInt(string(res.Rows[0][0]), 10, 64)
+	signalPID, checked := pgwire.Probed(pc.PID(), backend, string(res.Rows[0][1]))
+	// Not pc.CancelRequest, which dials pc.Conn().RemoteAddr(): once the
+	// socket is cut off, that refuses pgx's own CancelRequest.
+	network, address := sock.CancelAddr()
+	pid, key := pc.PID(), pc.SecretKey()
+	h.cancel = h.gate.NewCanceller(sock, signalPID, checked, func(ctx context.Context) error {
+		return pgwire.SendCancel(ctx, h.dial, network, address, pid, key)
+	})
+	return nil
 }

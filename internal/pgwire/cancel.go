@@ -44,6 +44,14 @@ const (
 	// until the statement ends or DrainLimit.
 	CutOff = 200 * time.Millisecond
 
+	// LandGrace is how long a statement may run on after a cancel was
+	// answered before CutOff applies; HardCutOff applies when no cancel is
+	// answered at all (the server does not answer). cutCheck is how often
+	// a chase looks.
+	LandGrace  = 100 * time.Millisecond
+	HardCutOff = time.Second
+	cutCheck   = 25 * time.Millisecond
+
 	// MaxRetryWait caps the time between two CancelRequests of one
 	// statement.
 	MaxRetryWait = 200 * time.Millisecond
@@ -100,10 +108,11 @@ func (g *Gate) CancelStats() CancelStats {
 type Canceller struct {
 	gate *Gate
 	sock *Socket
-	// direct: the connection reaches PostgreSQL itself, whose backend
-	// checks its client socket (CheckInterval) and is process pid.
-	direct bool
-	pid    uint32
+	// pid is the backend's process id for pg_cancel_backend, or 0 if the
+	// connection does not reach PostgreSQL itself; checked: the backend
+	// checks its client socket, so closing it ends the statement.
+	pid     uint32
+	checked bool
 	// send sends one CancelRequest for the connection's backend.
 	send func(ctx context.Context) error
 
@@ -117,21 +126,21 @@ type Canceller struct {
 // chase is the pursuit of one statement. Its counts are guarded by the
 // Canceller's mu.
 type chase struct {
-	stop    chan struct{} // closed when no more CancelRequests are to go out
-	pending int           // CancelRequests waiting for a slot or out
-	settled chan struct{} // closed once stop is closed and pending is 0
+	stop     chan struct{} // closed when no more CancelRequests are to go out
+	pending  int           // CancelRequests waiting for a slot or out
+	answered time.Time     // when the first cancel was answered; zero until then
+	settled  chan struct{} // closed once stop is closed and pending is 0
 }
 
-// NewCanceller returns the Canceller of a connection of g's on sock. direct
-// says that the connection reaches PostgreSQL itself, whose backend checks
-// its client socket (CheckingConnector's parameter was accepted) and is
-// process pid, so that pg_cancel_backend can reach it; send sends one
-// CancelRequest for it.
-func (g *Gate) NewCanceller(sock *Socket, direct bool, pid uint32, send func(ctx context.Context) error) *Canceller {
-	if direct && pid != 0 {
+// NewCanceller returns the Canceller of a connection of g's on sock. pid and
+// checked are what Probed learnt of its server: the backend to name in
+// pg_cancel_backend (0: none, use CancelRequests), and whether closing the
+// socket ends its statement. send sends one CancelRequest for it.
+func (g *Gate) NewCanceller(sock *Socket, pid uint32, checked bool, send func(ctx context.Context) error) *Canceller {
+	if pid != 0 {
 		g.openSignaller()
 	}
-	return &Canceller{gate: g, sock: sock, direct: direct, pid: pid, send: send}
+	return &Canceller{gate: g, sock: sock, pid: pid, checked: checked, send: send}
 }
 
 // Start readies the connection for a statement under ctx and returns its
@@ -204,38 +213,49 @@ func (c *Canceller) Begin(seq uint64) {
 	c.gate.Go(func() { c.pursue(ch) })
 }
 
-// pursue sends CancelRequests for ch's statement until it ends: one at
-// once, then after FirstRetry, doubling up to MaxRetryWait, each only if
-// none is still out. At CutOff it cuts the connection off, as CutOff says.
+// pursue sends cancels for ch's statement until it ends: one at once, then
+// after FirstRetry, doubling up to MaxRetryWait, each only if none is still
+// out. It cuts the connection off, as CutOff says, once the statement has
+// outlived its context by CutOff and a cancel answered LandGrace ago has
+// not ended it, or none has been answered within HardCutOff.
+//
+// Counting from the answer, not from the context's end alone, matters on a
+// machine short of CPU: while the process waits for CPU (200 ms at a time
+// was measured on 2 cores), no cancel goes out, and every chase under way
+// would then reach CutOff together; each cut costs a new connection, the
+// server's forks for them cost more CPU, and the storm feeds itself.
 func (c *Canceller) pursue(ch *chase) {
 	defer c.stopChase(ch)
 	start := time.Now()
 	c.request(ch)
-	timer := time.NewTimer(FirstRetry)
-	defer timer.Stop()
-	for wait := FirstRetry; ; wait = min(2*wait, MaxRetryWait) {
+	tick := time.NewTicker(cutCheck)
+	defer tick.Stop()
+	wait := FirstRetry
+	retry := start.Add(wait)
+	for {
 		select {
 		case <-ch.stop:
 			return
 		case <-c.sock.Closed():
 			return
-		case <-timer.C:
+		case <-tick.C:
 		}
-		if c.Usable() && time.Since(start) >= CutOff {
+		now := time.Now()
+		c.mu.Lock()
+		pending, answered := ch.pending, ch.answered
+		c.mu.Unlock()
+		if c.Usable() && now.Sub(start) >= CutOff &&
+			(!answered.IsZero() && now.Sub(answered) >= LandGrace || now.Sub(start) >= HardCutOff) {
 			if c.cut() {
 				return
 			}
 		}
-		c.mu.Lock()
-		idle := ch.pending == 0
-		c.mu.Unlock()
-		if idle {
-			c.request(ch)
-		}
-		if c.Usable() {
-			timer.Reset(min(wait, CutOff-time.Since(start)))
-		} else {
-			timer.Reset(wait)
+		if now.After(retry) {
+			if pending == 0 {
+				c.request(ch)
+			}
+			wait = min(2*wait, MaxRetryWait)
+			retry = now.Add(wait)
 		}
 	}
 }
@@ -248,7 +268,7 @@ func (c *Canceller) cut() (closed bool) {
 	c.broken = true
 	c.mu.Unlock()
 	c.gate.cancels.cutOffs.Add(1)
-	if c.direct {
+	if c.checked {
 		c.sock.markCut()
 		c.sock.Close()
 		return true
@@ -282,7 +302,7 @@ func (c *Canceller) request(ch *chase) {
 	c.mu.Unlock()
 	c.gate.Go(func() {
 		defer c.answered(ch)
-		if c.direct && c.pid != 0 {
+		if c.pid != 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
 			defer cancel()
 			if !isClosed(ch.stop) && c.gate.signal(ctx, c.pid) {
@@ -310,6 +330,9 @@ func (c *Canceller) request(ch *chase) {
 func (c *Canceller) answered(ch *chase) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if ch.answered.IsZero() {
+		ch.answered = time.Now()
+	}
 	if ch.pending--; ch.pending == 0 && isClosed(ch.stop) {
 		close(ch.settled)
 	}

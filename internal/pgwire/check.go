@@ -55,3 +55,23 @@ const CheckParameter = "client_connection_check_interval"
 func RefusedParameter(code, message string) bool {
 	return (code == "42704" || code == "08P01") && strings.Contains(message, CheckParameter)
 }
+
+// ProbeQuery is what the openers ask each new connection, to learn what
+// serves it: the backend's process id, which is the one in the
+// connection's BackendKeyData only when it reaches PostgreSQL itself
+// (PgBouncer makes up its own), and whether that backend checks its client
+// socket. Through PgBouncer in transaction mode both answers are those of
+// whichever server connection runs the query, so only the comparison
+// counts.
+const ProbeQuery = "SELECT pg_backend_pid(), coalesce(current_setting('client_connection_check_interval', true), '0')"
+
+// Probed reads ProbeQuery's answer for a connection whose BackendKeyData
+// holds keyPID: signalPID is the backend to name in pg_cancel_backend, or 0
+// if the connection does not reach PostgreSQL itself; checked says that
+// closing the connection ends its statement.
+func Probed(keyPID uint32, backendPID int64, interval string) (signalPID uint32, checked bool) {
+	if keyPID == 0 || backendPID != int64(keyPID) {
+		return 0, false
+	}
+	return keyPID, interval != "0" && interval != ""
+}

@@ -3,6 +3,10 @@ package pgwire
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,19 +21,18 @@ const MaxSignalConns = 2
 // direct connection and kept: a query on an open connection costs the
 // server a signal, where a CancelRequest costs it a process (measured on a
 // 2-core machine: 26 ms of CPU for each CancelRequest). The cancels that
-// wait while one query runs go out together in the next. It needs the
+// wait while the queries run go out together in the next. It needs the
 // backend's real process id, so it serves only connections to PostgreSQL
 // itself, never through PgBouncer; and PostgreSQL lets a role signal only
 // its own backends (or with pg_signal_backend), so a refusal switches the
 // gate back to CancelRequests.
 type signaller struct {
-	once sync.Once
-	db   *sql.DB // at most MaxSignalConns connections through the gate's connector
-
 	mu      sync.Mutex  // protects the fields below
+	db      *sql.DB     // at most MaxSignalConns connections through the gate's connector; nil until opened
+	closed  bool        // the gate is closed: open no more
 	refused bool        // pg_cancel_backend failed, other than by timing out
 	queue   []signalReq // waiting for the next query
-	running bool        // a caller is running the queries (runSignals)
+	running int         // callers running queries (runSignals), at most MaxSignalConns
 }
 
 type signalReq struct {
@@ -42,16 +45,17 @@ type signalReq struct {
 // the role may signal it). false means: send a CancelRequest instead.
 func (g *Gate) signal(ctx context.Context, pid uint32) bool {
 	s := &g.signaller
-	g.openSignaller()
 	r := signalReq{pid, make(chan bool, 1)}
 	s.mu.Lock()
-	if s.refused {
+	if s.refused || s.db == nil {
 		s.mu.Unlock()
 		return false
 	}
 	s.queue = append(s.queue, r)
-	lead := !s.running
-	s.running = true
+	lead := s.running < MaxSignalConns
+	if lead {
+		s.running++
+	}
 	s.mu.Unlock()
 	if lead {
 		g.runSignals()
@@ -65,7 +69,9 @@ func (g *Gate) signal(ctx context.Context, pid uint32) bool {
 }
 
 // runSignals sends the queued cancels, one query for all those waiting,
-// until none is left.
+// until none is left. Up to MaxSignalConns callers run it at once, each on
+// a connection of its own, so that a query held up on one (a backend
+// waiting for CPU) does not hold up the cancels queued after it.
 func (g *Gate) runSignals() {
 	s := &g.signaller
 	for {
@@ -73,7 +79,7 @@ func (g *Gate) runSignals() {
 		batch := s.queue
 		s.queue = nil
 		if len(batch) == 0 {
-			s.running = false
+			s.running--
 			s.mu.Unlock()
 			return
 		}
@@ -88,7 +94,7 @@ func (g *Gate) runSignals() {
 		signalled, err := g.signalAll(&pids)
 		if err != nil {
 			s.mu.Lock()
-			s.refused = s.refused || !errorsIsTimeout(err)
+			s.refused = s.refused || !transient(err)
 			s.mu.Unlock()
 		}
 		for _, r := range batch {
@@ -103,7 +109,10 @@ func (g *Gate) runSignals() {
 func (g *Gate) signalAll(pids *strings.Builder) (map[uint32]bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
 	defer cancel()
-	rows, err := g.signaller.db.QueryContext(ctx, "SELECT p, pg_cancel_backend(p) FROM unnest(string_to_array($1::text, ',')::int4[]) AS p", pids.String())
+	g.signaller.mu.Lock()
+	db := g.signaller.db
+	g.signaller.mu.Unlock()
+	rows, err := db.QueryContext(ctx, "SELECT p, pg_cancel_backend(p) FROM unnest(string_to_array($1::text, ',')::int4[]) AS p", pids.String())
 	if err != nil {
 		return nil, err
 	}
@@ -120,33 +129,47 @@ func (g *Gate) signalAll(pids *strings.Builder) (map[uint32]bool, error) {
 	return signalled, rows.Err()
 }
 
-func errorsIsTimeout(err error) bool {
-	return err == context.DeadlineExceeded || strings.Contains(err.Error(), "deadline")
+// transient reports whether err says nothing about pg_cancel_backend
+// itself: the query timed out, or the server could not be reached.
+func transient(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, ErrUnavailable) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne)
 }
 
-// openSignaller readies the signaller's connection pool and, the first
-// time, opens one connection in the background: a cancel that had to wait
-// for it, while the pool's own connections are being opened, would often
-// outlast CutOff.
+// openSignaller opens the signaller's connection pool, the first time,
+// and one connection in it before it returns: the gate's first direct
+// connection waits for it, so that it is there before any statement can
+// need a cancel. Opened later, it would queue behind the pool's own
+// connections at the postmaster, which forks them one at a time, and the
+// first cancels would outlast CutOff. (Its own connection comes back here
+// through the gate's connector, and returns at once.)
 func (g *Gate) openSignaller() {
 	s := &g.signaller
-	s.once.Do(func() {
-		s.db = sql.OpenDB(g.Connector)
-		s.db.SetMaxOpenConns(MaxSignalConns)
-		s.db.SetMaxIdleConns(MaxSignalConns)
-		g.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
-			defer cancel()
-			s.db.PingContext(ctx)
-		})
-	})
+	s.mu.Lock()
+	if s.db != nil || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	db := sql.OpenDB(g.Connector)
+	db.SetMaxOpenConns(MaxSignalConns)
+	db.SetMaxIdleConns(MaxSignalConns)
+	s.db = db
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
+	defer cancel()
+	db.PingContext(ctx)
 }
 
 // closeSignaller closes the signaller's connections, if it has any.
 func (g *Gate) closeSignaller() {
 	s := &g.signaller
-	s.once.Do(func() {}) // no connection after this
-	if s.db != nil {
-		s.db.Close()
+	s.mu.Lock()
+	db := s.db
+	s.closed = true
+	s.mu.Unlock()
+	if db != nil {
+		db.Close()
 	}
 }
