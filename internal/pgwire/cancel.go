@@ -44,14 +44,6 @@ const (
 	// until the statement ends or DrainLimit.
 	CutOff = 200 * time.Millisecond
 
-	// LandGrace is how long a statement may run on after a cancel was
-	// answered before CutOff applies; HardCutOff applies when no cancel is
-	// answered at all (the server does not answer). cutCheck is how often
-	// a chase looks.
-	LandGrace  = 100 * time.Millisecond
-	HardCutOff = time.Second
-	cutCheck   = 25 * time.Millisecond
-
 	// MaxRetryWait caps the time between two CancelRequests of one
 	// statement.
 	MaxRetryWait = 200 * time.Millisecond
@@ -126,10 +118,9 @@ type Canceller struct {
 // chase is the pursuit of one statement. Its counts are guarded by the
 // Canceller's mu.
 type chase struct {
-	stop     chan struct{} // closed when no more CancelRequests are to go out
-	pending  int           // CancelRequests waiting for a slot or out
-	answered time.Time     // when the first cancel was answered; zero until then
-	settled  chan struct{} // closed once stop is closed and pending is 0
+	stop    chan struct{} // closed when no more CancelRequests are to go out
+	pending int           // CancelRequests waiting for a slot or out
+	settled chan struct{} // closed once stop is closed and pending is 0
 }
 
 // NewCanceller returns the Canceller of a connection of g's on sock. pid and
@@ -213,49 +204,38 @@ func (c *Canceller) Begin(seq uint64) {
 	c.gate.Go(func() { c.pursue(ch) })
 }
 
-// pursue sends cancels for ch's statement until it ends: one at once, then
-// after FirstRetry, doubling up to MaxRetryWait, each only if none is still
-// out. It cuts the connection off, as CutOff says, once the statement has
-// outlived its context by CutOff and a cancel answered LandGrace ago has
-// not ended it, or none has been answered within HardCutOff.
-//
-// Counting from the answer, not from the context's end alone, matters on a
-// machine short of CPU: while the process waits for CPU (200 ms at a time
-// was measured on 2 cores), no cancel goes out, and every chase under way
-// would then reach CutOff together; each cut costs a new connection, the
-// server's forks for them cost more CPU, and the storm feeds itself.
+// pursue sends CancelRequests for ch's statement until it ends: one at
+// once, then after FirstRetry, doubling up to MaxRetryWait, each only if
+// none is still out. At CutOff it cuts the connection off, as CutOff says.
 func (c *Canceller) pursue(ch *chase) {
 	defer c.stopChase(ch)
 	start := time.Now()
 	c.request(ch)
-	tick := time.NewTicker(cutCheck)
-	defer tick.Stop()
-	wait := FirstRetry
-	retry := start.Add(wait)
-	for {
+	timer := time.NewTimer(FirstRetry)
+	defer timer.Stop()
+	for wait := FirstRetry; ; wait = min(2*wait, MaxRetryWait) {
 		select {
 		case <-ch.stop:
 			return
 		case <-c.sock.Closed():
 			return
-		case <-tick.C:
+		case <-timer.C:
 		}
-		now := time.Now()
-		c.mu.Lock()
-		pending, answered := ch.pending, ch.answered
-		c.mu.Unlock()
-		if c.Usable() && now.Sub(start) >= CutOff &&
-			(!answered.IsZero() && now.Sub(answered) >= LandGrace || now.Sub(start) >= HardCutOff) {
+		if c.Usable() && time.Since(start) >= CutOff {
 			if c.cut() {
 				return
 			}
 		}
-		if now.After(retry) {
-			if pending == 0 {
-				c.request(ch)
-			}
-			wait = min(2*wait, MaxRetryWait)
-			retry = now.Add(wait)
+		c.mu.Lock()
+		idle := ch.pending == 0
+		c.mu.Unlock()
+		if idle {
+			c.request(ch)
+		}
+		if c.Usable() {
+			timer.Reset(min(wait, CutOff-time.Since(start)))
+		} else {
+			timer.Reset(wait)
 		}
 	}
 }
@@ -330,9 +310,6 @@ func (c *Canceller) request(ch *chase) {
 func (c *Canceller) answered(ch *chase) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ch.answered.IsZero() {
-		ch.answered = time.Now()
-	}
 	if ch.pending--; ch.pending == 0 && isClosed(ch.stop) {
 		close(ch.settled)
 	}

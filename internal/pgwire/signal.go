@@ -21,7 +21,7 @@ const MaxSignalConns = 2
 // direct connection and kept: a query on an open connection costs the
 // server a signal, where a CancelRequest costs it a process (measured on a
 // 2-core machine: 26 ms of CPU for each CancelRequest). The cancels that
-// wait while the queries run go out together in the next. It needs the
+// wait while one query runs go out together in the next. It needs the
 // backend's real process id, so it serves only connections to PostgreSQL
 // itself, never through PgBouncer; and PostgreSQL lets a role signal only
 // its own backends (or with pg_signal_backend), so a refusal switches the
@@ -32,7 +32,7 @@ type signaller struct {
 	closed  bool        // the gate is closed: open no more
 	refused bool        // pg_cancel_backend failed, other than by timing out
 	queue   []signalReq // waiting for the next query
-	running int         // callers running queries (runSignals), at most MaxSignalConns
+	running int         // callers running queries (runSignals): 0 or 1
 }
 
 type signalReq struct {
@@ -52,7 +52,7 @@ func (g *Gate) signal(ctx context.Context, pid uint32) bool {
 		return false
 	}
 	s.queue = append(s.queue, r)
-	lead := s.running < MaxSignalConns
+	lead := s.running == 0
 	if lead {
 		s.running++
 	}
@@ -69,9 +69,8 @@ func (g *Gate) signal(ctx context.Context, pid uint32) bool {
 }
 
 // runSignals sends the queued cancels, one query for all those waiting,
-// until none is left. Up to MaxSignalConns callers run it at once, each on
-// a connection of its own, so that a query held up on one (a backend
-// waiting for CPU) does not hold up the cancels queued after it.
+// until none is left. One caller at a time runs it: two at once made the
+// hang-up soak's tail latency worse, not better.
 func (g *Gate) runSignals() {
 	s := &g.signaller
 	for {
@@ -139,12 +138,10 @@ func transient(err error) bool {
 }
 
 // openSignaller opens the signaller's connection pool, the first time,
-// and one connection in it before it returns: the gate's first direct
-// connection waits for it, so that it is there before any statement can
-// need a cancel. Opened later, it would queue behind the pool's own
-// connections at the postmaster, which forks them one at a time, and the
-// first cancels would outlast CutOff. (Its own connection comes back here
-// through the gate's connector, and returns at once.)
+// and one connection in it in the background: the gate's first direct
+// connection calls it, so that the connection is there, or on its way,
+// before the first statement needs a cancel. (Its own connection comes
+// back here through the gate's connector, and returns at once.)
 func (g *Gate) openSignaller() {
 	s := &g.signaller
 	s.mu.Lock()
@@ -157,9 +154,11 @@ func (g *Gate) openSignaller() {
 	db.SetMaxIdleConns(MaxSignalConns)
 	s.db = db
 	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
-	defer cancel()
-	db.PingContext(ctx)
+	g.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
+		defer cancel()
+		db.PingContext(ctx)
+	})
 }
 
 // closeSignaller closes the signaller's connections, if it has any.
