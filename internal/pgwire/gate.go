@@ -44,14 +44,14 @@ type Gate struct {
 	driver.Connector
 	now func() time.Time // time.Now; a field so that tests can step time
 
-	mu       sync.Mutex    // protects the fields below
-	failed   time.Time     // when the last attempt failed; zero while healthy
-	lastErr  error         // that attempt's error
-	probing  bool          // an attempt is under way after a failure
-	spares   []driver.Conn // connections made for callers who left, for the next Connect
-	closed   bool          // Close has been called: no more spares
-	inFlight int           // cancels, chases and connection attempts under way (Go, Hold)
-	idle     sync.Cond     // on mu: broadcast when inFlight drops to 0
+	mu       sync.Mutex // protects the fields below
+	failed   time.Time  // when the last attempt failed; zero while healthy
+	lastErr  error      // that attempt's error
+	probing  bool       // an attempt is under way after a failure
+	orphans  []*attempt // attempts whose caller left, for the next Connect (maxOrphans)
+	closed   bool       // Close has been called: no more orphans
+	inFlight int        // cancels, chases and connection attempts under way (Go, Hold)
+	idle     sync.Cond  // on mu: broadcast when inFlight drops to 0
 
 	cancelSlots chan struct{} // a CancelRequest on its way holds one; MaxCancelsInFlight
 	cancels     cancelCounts
@@ -102,11 +102,14 @@ func (g *Gate) Close() error {
 	for g.inFlight > 0 {
 		g.idle.Wait()
 	}
-	spares := g.spares
-	g.spares, g.closed = nil, true
+	orphans := g.orphans
+	g.orphans, g.closed = nil, true
 	g.mu.Unlock()
-	for _, c := range spares {
-		c.Close()
+	for _, att := range orphans {
+		<-att.done // Go's attempts are done: inFlight was 0
+		if att.err == nil {
+			att.c.Close()
+		}
 	}
 	g.closeSignaller()
 	if c, ok := g.Connector.(io.Closer); ok {
@@ -120,81 +123,97 @@ func (g *Gate) Close() error {
 // and refuses the others at once.
 //
 // Every attempt runs to its end, bounded by the driver's connect timeout,
-// even if its caller gives up; a connection made for a caller who left is
-// kept as a spare that the next Connect returns at once. A connection costs
-// the server a process, and an attempt cut short wastes it: in a storm of
+// even if its caller gives up; the next caller adopts it (or the
+// connection it made) before a new attempt starts. A connection costs the
+// server a process, and an attempt cut short wastes it: in a storm of
 // hang-ups while a pool fills, pgx (whose connect honours the context)
 // kept starting connections and cutting them short, and its pool never
-// filled. And in a Fanout, the siblings refused at once fail the group and
-// cancel the prober's context: a probe that ended with its caller would
-// never learn that the database is back.
+// filled; and an attempt left to run with no one to adopt it would let
+// database/sql, which counts only the attempts it waits for, start new
+// ones without bound ("too many clients"). And in a Fanout, the siblings
+// refused at once fail the group and cancel the prober's context: a probe
+// that ended with its caller would never learn that the database is back.
 func (g *Gate) Connect(ctx context.Context) (driver.Conn, error) {
 	g.mu.Lock()
-	if n := len(g.spares); n > 0 {
-		c := g.spares[n-1]
-		g.spares = g.spares[:n-1]
+	var att *attempt
+	if n := len(g.orphans); n > 0 {
+		att = g.orphans[n-1]
+		g.orphans = g.orphans[:n-1]
 		g.mu.Unlock()
-		return c, nil
-	}
-	probe := !g.failed.IsZero()
-	if probe {
-		if g.probing || g.now().Sub(g.failed) < RetryInterval {
-			err := &unavailableError{last: g.lastErr, since: g.now().Sub(g.failed)}
-			g.mu.Unlock()
-			return nil, err
-		}
-		g.probing = true
-	}
-	g.mu.Unlock()
-
-	type result struct {
-		c   driver.Conn
-		err error
-	}
-	res := make(chan result, 1)
-	g.Go(func() {
-		c, err := g.Connector.Connect(context.WithoutCancel(ctx))
-		g.mu.Lock()
+	} else {
+		probe := !g.failed.IsZero()
 		if probe {
-			g.probing = false
+			if g.probing || g.now().Sub(g.failed) < RetryInterval {
+				err := &unavailableError{last: g.lastErr, since: g.now().Sub(g.failed)}
+				g.mu.Unlock()
+				return nil, err
+			}
+			g.probing = true
 		}
 		g.mu.Unlock()
-		g.record(err)
-		res <- result{c, err}
-	})
+		att = &attempt{done: make(chan struct{})}
+		g.Go(func() {
+			c, err := g.Connector.Connect(context.WithoutCancel(ctx))
+			if probe {
+				g.mu.Lock()
+				g.probing = false
+				g.mu.Unlock()
+			}
+			g.record(err)
+			att.c, att.err = c, err
+			close(att.done)
+		})
+	}
+
 	select {
-	case r := <-res:
+	case <-att.done:
 		if ctx.Err() != nil { // both ready: the caller's end wins, as it would have a moment later
-			g.spare(r.c, r.err)
+			g.orphan(att)
 			return nil, ctx.Err()
 		}
-		if r.err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrUnavailable, r.err)
+		if att.err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, att.err)
 		}
-		return r.c, nil
+		return att.c, nil
 	case <-ctx.Done():
-		g.Go(func() {
-			r := <-res
-			g.spare(r.c, r.err)
-		})
+		g.orphan(att)
 		return nil, ctx.Err()
 	}
 }
 
-// spare keeps c, a connection made for a caller who left, for the next
-// Connect; or closes it once the gate is closed.
-func (g *Gate) spare(c driver.Conn, err error) {
-	if err != nil {
-		return
-	}
+// attempt is one connection attempt; c and err are set before done is
+// closed.
+type attempt struct {
+	done chan struct{}
+	c    driver.Conn
+	err  error
+}
+
+// maxOrphans bounds the attempts whose caller left that a gate keeps for
+// the next Connect; a connection made beyond it is closed.
+const maxOrphans = 8
+
+// orphan keeps att, whose caller left, for the next Connect: unless it
+// failed, or the gate is closed or has maxOrphans already, in which case
+// its connection is closed once made.
+func (g *Gate) orphan(att *attempt) {
 	g.mu.Lock()
-	if !g.closed {
-		g.spares = append(g.spares, c)
-		c = nil
+	keep := !g.closed && len(g.orphans) < maxOrphans
+	if keep {
+		if isClosed(att.done) && att.err != nil {
+			keep = false
+		} else {
+			g.orphans = append(g.orphans, att)
+		}
 	}
 	g.mu.Unlock()
-	if c != nil {
-		c.Close()
+	if !keep {
+		g.Go(func() {
+			<-att.done
+			if att.err == nil {
+				att.c.Close()
+			}
+		})
 	}
 }
 
