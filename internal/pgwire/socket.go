@@ -31,7 +31,10 @@ var readyForQuery = [5]byte{'Z', 0, 0, 0, 5}
 // does once a CancelRequest has landed, or until DrainLimit.
 //
 // The end of a statement is seen in the bytes read: the last six are a
-// ReadyForQuery message. (Row data that happened to end a read with those
+// ReadyForQuery message. A socket released with nothing written since the
+// last one (the driver had yet to send its statement) is idle at once.
+// Pipelined statements are not supported: the first ReadyForQuery would
+// count as the end of all of them. (Row data that happened to end a read with those
 // six bytes would close the socket early: the statement would then run on,
 // as it would have without the hold.)
 type Socket struct {
@@ -41,6 +44,7 @@ type Socket struct {
 
 	mu       sync.Mutex    // protects the fields below
 	tail     [6]byte       // the last six bytes read since the last write
+	pending  bool          // written to since the last ReadyForQuery: a statement may run
 	cut      bool          // cut off by its Canceller: RemoteAddr is CutAddr
 	released bool          // the driver gave up on the connection: drop writes, hold Close
 	idle     bool          // released, and the server has sent ReadyForQuery since
@@ -108,18 +112,27 @@ func (s *Socket) Read(p []byte) (int, error) {
 	}
 	s.mu.Unlock()
 	n, err := s.Conn.Read(p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if n > 0 {
-		s.mu.Lock()
 		if n >= len(s.tail) {
 			copy(s.tail[:], p[n-len(s.tail):n])
 		} else {
 			copy(s.tail[:], s.tail[n:])
 			copy(s.tail[len(s.tail)-n:], p[:n])
 		}
-		if s.released && s.atReady() {
-			s.idle = true
+		if s.atReady() {
+			s.pending = false
+			if s.released && !s.idle {
+				// The statement has ended. Another reader may be blocked
+				// (pgx reads in the background): wake it, to read EOF.
+				s.idle = true
+				s.Conn.SetReadDeadline(time.Unix(1, 0))
+			}
 		}
-		s.mu.Unlock()
+	}
+	if err != nil && s.idle {
+		err = io.EOF
 	}
 	return n, err
 }
@@ -128,12 +141,15 @@ func (s *Socket) Read(p []byte) (int, error) {
 // held.
 func (s *Socket) atReady() bool { return [5]byte(s.tail[:5]) == readyForQuery }
 
-// Write forgets the bytes read so far (what follows a statement is the
-// answer to it), or drops p once the socket is released.
+// Write notes that a statement may run until the next ReadyForQuery (and
+// forgets the bytes read so far: what follows is the answer), or drops p
+// once the socket is released.
 func (s *Socket) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	released := s.released
-	s.tail = [6]byte{}
+	if !released {
+		s.tail, s.pending = [6]byte{}, true
+	}
 	s.mu.Unlock()
 	if released {
 		return len(p), nil
@@ -146,7 +162,7 @@ func (s *Socket) Write(p []byte) (int, error) {
 func (s *Socket) Release() {
 	s.mu.Lock()
 	s.cut, s.released = true, true
-	s.idle = s.atReady()
+	s.idle = !s.pending
 	s.mu.Unlock()
 	s.Conn.SetReadDeadline(time.Unix(1, 0))
 }
