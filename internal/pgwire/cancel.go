@@ -46,7 +46,7 @@ const (
 
 	// MaxRetryWait caps the time between two CancelRequests of one
 	// statement.
-	MaxRetryWait = 200 * time.Millisecond
+	MaxRetryWait = 100 * time.Millisecond
 
 	// MaxCancelsInFlight bounds the CancelRequests of one Gate's
 	// connections out at once. A statement that ends while its
