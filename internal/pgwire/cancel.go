@@ -299,6 +299,9 @@ func (c *Canceller) request(ch *chase) {
 		if isClosed(ch.stop) { // stopped while waiting for the slot: not needed
 			return
 		}
+		if c.gate.down() { // the server refuses connections: a CancelRequest would too
+			return
+		}
 		c.gate.cancels.requests.Add(1)
 		ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
 		defer cancel()

@@ -217,6 +217,13 @@ func (g *Gate) orphan(att *attempt) {
 	}
 }
 
+// down reports whether the last connection attempt failed.
+func (g *Gate) down() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !g.failed.IsZero()
+}
+
 // record notes the outcome of a connection attempt: nil opens the gate, an
 // error closes it for RetryInterval.
 func (g *Gate) record(err error) {

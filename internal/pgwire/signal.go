@@ -149,7 +149,7 @@ func (g *Gate) openSignaller() {
 		s.mu.Unlock()
 		return
 	}
-	db := sql.OpenDB(g.Connector)
+	db := sql.OpenDB(g) // through the gate: calm in an outage too
 	db.SetMaxOpenConns(MaxSignalConns)
 	db.SetMaxIdleConns(MaxSignalConns)
 	s.db = db
