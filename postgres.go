@@ -133,9 +133,8 @@ func SizeDB(db *sql.DB, p *Pool) {
 // are the gate's (see pqConn). Each connection gets a dialer of its own,
 // which keeps its socket for the cut-off.
 type pqConnector struct {
-	cfg    pq.Config
-	direct bool         // cfg asks PostgreSQL itself (not PgBouncer) to check the client socket
-	gate   *pgwire.Gate // the gate around it, which runs the cancels
+	cfg  pq.Config
+	gate *pgwire.Gate // the gate around it, which runs the cancels
 }
 
 func (c *pqConnector) Driver() driver.Driver { return &pq.Driver{} }

@@ -135,9 +135,6 @@ type chaser struct {
 	pc   *pgconn.PgConn
 	gate *pgwire.Gate
 	dial pgconn.DialFunc // pgx's own, for the CancelRequests
-	// What probe learnt of the server (see pgwire.Probed).
-	signalPID uint32
-	checked   bool
 
 	cancel *pgwire.Canceller // made by probe; nil for a connection it did not see
 	seq    uint64            // the statement being chased
