@@ -41,10 +41,6 @@ func (c *CheckingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 // Driver implements driver.Connector.
 func (c *CheckingConnector) Driver() driver.Driver { return c.Without.Driver() }
 
-// Checks reports whether new connections still ask for the check: false
-// once the server has refused it.
-func (c *CheckingConnector) Checks() bool { return !c.without.Load() }
-
 // CheckParameter is the startup parameter that CheckingConnector adds.
 const CheckParameter = "client_connection_check_interval"
 
