@@ -42,44 +42,39 @@ type pqConn struct {
 // wrapPQ wraps conn, just opened through d, in a pqConn. If a lib/pq
 // upgrade hides the backend key or the interfaces pqConn needs, conn is
 // returned as it is, and lib/pq cancels its own statements.
-func wrapPQ(conn driver.Conn, gate *pgwire.Gate, d *pqDialer) (driver.Conn, error) {
+func wrapPQ(conn driver.Conn, gate *pgwire.Gate, d *pqDialer) (_ driver.Conn, err error) {
 	pc, ok := conn.(pqDriverConn)
 	pid, key, keyOK := pqCancelKey(conn)
 	if !ok || !keyOK {
 		return conn, nil
 	}
-	signalPID, checked, err := pqProbe(pc, pid)
-	if err != nil {
+	b := pgwire.Backend{PID: pid, Key: key}
+	if b.ProbePID, b.Interval, err = pqProbe(pc); err != nil {
 		pc.Close()
 		return nil, err
 	}
-	sock := d.socket()
-	network, address := sock.CancelAddr()
-	send := func(ctx context.Context) error {
-		return pgwire.SendCancel(ctx, d.Dialer.DialContext, network, address, pid, key)
-	}
-	return &pqConn{conn: pc, cancel: gate.NewCanceller(sock, signalPID, checked, send)}, nil
+	return &pqConn{conn: pc, cancel: gate.NewCanceller(d.socket(), d.Dialer.DialContext, b)}, nil
 }
 
-// pqProbe runs pgwire.ProbeQuery on a new connection whose BackendKeyData
-// holds pid; see pgwire.Probed.
-func pqProbe(pc pqDriverConn, pid uint32) (signalPID uint32, checked bool, err error) {
+// pqProbe runs pgwire.ProbeQuery on a new connection.
+func pqProbe(pc pqDriverConn) (backendPID int64, interval string, err error) {
 	rows, err := pc.QueryContext(context.Background(), pgwire.ProbeQuery, nil)
 	if err != nil {
-		return 0, false, err
+		return 0, "", err
 	}
 	defer rows.Close()
 	row := make([]driver.Value, 2)
 	if err := rows.Next(row); err != nil {
-		return 0, false, err
+		return 0, "", err
 	}
-	backend, _ := row[0].(int64)
-	interval, _ := row[1].(string)
-	if b, ok := row[1].([]byte); ok {
-		interval = string(b)
+	backendPID, _ = row[0].(int64)
+	switch v := row[1].(type) {
+	case string:
+		interval = v
+	case []byte:
+		interval = string(v)
 	}
-	signalPID, checked = pgwire.Probed(pid, backend, interval)
-	return signalPID, checked, nil
+	return backendPID, interval, nil
 }
 
 // watch readies the connection for a statement under ctx. The statement

@@ -199,13 +199,11 @@ func probe(ctx context.Context, pc *pgconn.PgConn) error {
 		return nil
 	}
 	backend, _ := strconv.ParseInt(string(res.Rows[0][0]), 10, 64)
-	signalPID, checked := pgwire.Probed(pc.PID(), backend, string(res.Rows[0][1]))
-	// Not pc.CancelRequest, which dials pc.Conn().RemoteAddr(): once the
-	// socket is cut off, that refuses pgx's own CancelRequest.
-	network, address := sock.CancelAddr()
-	pid, key := pc.PID(), pc.SecretKey()
-	h.cancel = h.gate.NewCanceller(sock, signalPID, checked, func(ctx context.Context) error {
-		return pgwire.SendCancel(ctx, h.dial, network, address, pid, key)
+	// pgx's own dialer, not pc.CancelRequest, which dials
+	// pc.Conn().RemoteAddr(): once the socket is cut off, that refuses
+	// pgx's own CancelRequest.
+	h.cancel = h.gate.NewCanceller(sock, pgwire.DialFunc(h.dial), pgwire.Backend{
+		PID: pc.PID(), Key: pc.SecretKey(), ProbePID: backend, Interval: string(res.Rows[0][1]),
 	})
 	return nil
 }

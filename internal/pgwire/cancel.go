@@ -109,8 +109,11 @@ type Canceller struct {
 	// checks its client socket, so closing it ends the statement.
 	pid     uint32
 	checked bool
-	// send sends one CancelRequest for the connection's backend.
-	send func(ctx context.Context) error
+	// What a CancelRequest for the connection's backend needs.
+	dial             DialFunc
+	network, address string // sock.CancelAddr()
+	keyPID           uint32
+	key              []byte
 
 	mu     sync.Mutex // protects the fields below
 	seq    uint64     // the statement under way, or the last one
@@ -127,15 +130,33 @@ type chase struct {
 	settled chan struct{} // closed once stop is closed and pending is 0
 }
 
-// NewCanceller returns the Canceller of a connection of g's on sock. pid and
-// checked are what Probed learnt of its server: the backend to name in
-// pg_cancel_backend (0: none, use CancelRequests), and whether closing the
-// socket ends its statement. send sends one CancelRequest for it.
-func (g *Gate) NewCanceller(sock *Socket, pid uint32, checked bool, send func(ctx context.Context) error) *Canceller {
-	if pid != 0 {
+// DialFunc dials the server, for a CancelRequest.
+type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// Backend is what a Canceller needs to know of its connection's server: the
+// BackendKeyData (PID, Key), and the answer to ProbeQuery on the connection
+// (ProbePID, Interval).
+type Backend struct {
+	PID      uint32
+	Key      []byte
+	ProbePID int64
+	Interval string
+}
+
+// NewCanceller returns the Canceller of a connection of g's on sock, which
+// dials with dial. The connection reaches PostgreSQL itself, so that
+// pg_cancel_backend can name its backend, only if ProbeQuery's process id
+// is the one in BackendKeyData (PgBouncer makes up its own); closing it
+// ends its statement if, besides, the backend checks its client socket.
+func (g *Gate) NewCanceller(sock *Socket, dial DialFunc, b Backend) *Canceller {
+	c := &Canceller{gate: g, sock: sock, dial: dial, keyPID: b.PID, key: b.Key}
+	c.network, c.address = sock.CancelAddr()
+	if b.PID != 0 && b.ProbePID == int64(b.PID) {
+		c.pid = b.PID
+		c.checked = b.Interval != "0" && b.Interval != ""
 		g.openSignaller()
 	}
-	return &Canceller{gate: g, sock: sock, pid: pid, checked: checked, send: send}
+	return c
 }
 
 // Start readies the connection for a statement under ctx and returns its
@@ -309,7 +330,7 @@ func (c *Canceller) request(ch *chase) {
 		c.gate.cancels.requests.Add(1)
 		ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
 		defer cancel()
-		_ = c.send(ctx)
+		_ = SendCancel(ctx, c.dial, c.network, c.address, c.keyPID, c.key)
 	})
 }
 
@@ -364,7 +385,7 @@ const cancelRequestCode = 80877102
 // PostgreSQL once it has signalled the backend), or for ctx to end. It is
 // sent in the clear, as lib/pq and libpq before 17 do: the server reads a
 // CancelRequest before any authentication or pg_hba.conf check.
-func SendCancel(ctx context.Context, dial func(ctx context.Context, network, address string) (net.Conn, error), network, address string, pid uint32, key []byte) error {
+func SendCancel(ctx context.Context, dial DialFunc, network, address string, pid uint32, key []byte) error {
 	c, err := dial(ctx, network, address)
 	if err != nil {
 		return err

@@ -60,14 +60,3 @@ func RefusedParameter(code, message string) bool {
 // whichever server connection runs the query, so only the comparison
 // counts.
 const ProbeQuery = "SELECT pg_backend_pid(), coalesce(current_setting('client_connection_check_interval', true), '0')"
-
-// Probed reads ProbeQuery's answer for a connection whose BackendKeyData
-// holds keyPID: signalPID is the backend to name in pg_cancel_backend, or 0
-// if the connection does not reach PostgreSQL itself; checked says that
-// closing the connection ends its statement.
-func Probed(keyPID uint32, backendPID int64, interval string) (signalPID uint32, checked bool) {
-	if keyPID == 0 || backendPID != int64(keyPID) {
-		return 0, false
-	}
-	return keyPID, interval != "0" && interval != ""
-}
