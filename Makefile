@@ -27,12 +27,18 @@ RACE_SECS_compat := 5
 RACE_SECS_examples/dashboard := 10
 RACE_SECS_benchmarks := 30
 
-.PHONY: test test-intro modules vet tidy race demo fuzz bench
+.PHONY: test test-intro packages-tests modules vet tidy race demo fuzz bench
 
-test: test-intro vet tidy race
+test: test-intro packages-tests vet tidy race
 
 test-intro:
-	@echo "make test: go vet, go mod tidy -diff and go test -race in $(MODULES): about 1 minute (2.5 minutes on a machine's first run, which downloads and compiles everything)"
+	@echo "make test: go vet, go mod tidy -diff and go test -race in $(MODULES): about 1.5 minutes (about 4 minutes on a machine's first run, which installs Debian's packages, downloads and compiles everything)"
+
+# What the tests need beyond Go: a C compiler for -race, PostgreSQL,
+# PgBouncer and Chromium, installed as root in one apt-get run
+# (scripts/ensure-packages.sh).
+packages-tests:
+	@scripts/ensure-packages.sh tests
 
 modules:
 	@for m in $(MODULES); do \
@@ -55,20 +61,23 @@ tidy: modules
 	@for m in $(MODULES); do echo "go mod tidy -diff in $$m"; (cd $$m && $(GO) mod tidy -diff) || exit 1; done
 
 # race_step(module): a progress line, then the module's tests.
-race_step = echo "go test -race ./... in $(1) (about $(or $(RACE_SECS_$(1)),30) s$(if $(filter $(1),$(firstword $(MODULES))),; the first run on a machine compiles for the race detector: about 20 s more))"; (cd $(1) && $(GO) test -race -count=1 ./...);
+# CGO_ENABLED=1: the race detector is cgo, and Go turns cgo off by default
+# where it finds no C compiler, with a less helpful error.
+race_step = echo "go test -race ./... in $(1) (about $(or $(RACE_SECS_$(1)),30) s$(if $(filter $(1),$(firstword $(MODULES))),; the first run on a machine compiles for the race detector: about 20 s more))"; (cd $(1) && CGO_ENABLED=1 $(GO) test -race -count=1 ./...);
 
-# The root module's tests load Pool.DebugHandler's page in headless Chromium:
-# scripts/ensure-chromium.sh installs Debian's chromium package as root when
-# it is missing (and fails under CI=true if it cannot).
 race: modules
-	@scripts/ensure-chromium.sh
 	@scripts/with-postgres.sh --for tests sh -c 'set -e; $(foreach m,$(MODULES),$(call race_step,$(m)))'
 
 # A binary rather than `go run`: after a Ctrl-C, `go run` exits 1 whatever
 # the program does. And at a terminal the demo runs as a job of its own
 # (bash -m) in the foreground, so that a Ctrl-C reaches the demo alone: GNU
 # make, when the signal reaches it too, exits 130 after even a clean stop.
+# Without a terminal, scripts/with-postgres.sh runs the app in a process
+# group of its own: a SIGINT or SIGTERM to that group stops it gracefully
+# and make exits 0; one to make's group reaches the app once, through the
+# wrapper, and make then exits 130 (GNU make always does when interrupted).
 demo:
+	@scripts/ensure-packages.sh demo
 	@echo "building $(DEMO_BIN) (about 25 s the first time)..."
 	@cd examples/dashboard && $(GO) build -o dashboard .
 	@echo "starting the demo on a throwaway PostgreSQL; it seeds an empty database first (about 8 s)..."
@@ -83,4 +92,5 @@ fuzz:
 # a module of its own), PostgreSQL scenario included; writes BENCHMARKS.md.
 # About 17 minutes on 2 cores.
 bench:
+	@scripts/ensure-packages.sh bench
 	scripts/with-postgres.sh --for bench sh -c 'cd benchmarks && $(GO) run . -out ../BENCHMARKS.md'

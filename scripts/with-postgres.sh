@@ -43,10 +43,10 @@
 #   status.
 # - The server binaries (initdb, pg_ctl, postgres) are looked up in PATH, then
 #   in the newest /usr/lib/postgresql/*/bin; pgbouncer in PATH, then in
-#   /usr/sbin. As root, Debian's postgresql and pgbouncer packages are
-#   installed with apt-get when missing (one apt-get run for both). initdb and
-#   pgbouncer refuse to run as root, so as root both servers run as the
-#   "postgres" OS user (created if missing).
+#   /usr/sbin. This script installs nothing: scripts/ensure-packages.sh,
+#   which the make targets run first, does. initdb and pgbouncer refuse to
+#   run as root, so as root both servers run as the "postgres" OS user
+#   (created if missing).
 # - If no PostgreSQL can be had: with CI=true this is an error (exit 1); for
 #   tests elsewhere a warning is printed and COMMAND runs without
 #   DATABASE_URL, PGBOUNCER_URL and REQPOOL_PGCTL, so the tests that need
@@ -57,13 +57,18 @@
 #   warning for tests (the tests through PgBouncer are skipped) or a note for
 #   the demo and the benchmarks, which do not use it.
 #
-# Signals: COMMAND stays in the caller's process group and keeps its standard
-# input, so Ctrl-C at a terminal reaches it directly, just as it would without
-# the wrapper (the wrapper then does not send a second SIGINT). SIGINT and
-# SIGQUIT that come from anywhere else, and SIGTERM and SIGHUP, are forwarded
-# to COMMAND. The wrapper waits for COMMAND to end before it stops the
-# servers. Both servers detach from the terminal, so a Ctrl-C does not stop
-# them under a running COMMAND.
+# Signals: at a terminal, when the wrapper is in the terminal's foreground
+# process group, COMMAND stays in that group and keeps its standard input,
+# so Ctrl-C reaches it directly, just as it would without the wrapper (the
+# wrapper then does not send a second SIGINT). Anywhere else (no terminal: a
+# CI job, an IDE, a process manager, `timeout -s INT`), COMMAND runs in a
+# process group of its own, and every SIGINT, SIGQUIT, SIGTERM and SIGHUP
+# that reaches the wrapper, whether sent to it or to its group, is passed on
+# to COMMAND's group once: a program that stops gracefully on the first
+# signal and at once on the second sees one signal for each one sent. A
+# signal sent to COMMAND's own group reaches COMMAND alone. The wrapper
+# waits for COMMAND to end before it stops the servers. Both servers detach
+# from the terminal, so a Ctrl-C does not stop them under a running COMMAND.
 set -euo pipefail
 
 readonly prog=with-postgres
@@ -204,34 +209,6 @@ find_bouncer() {
 	done
 	bouncer_bin=''
 	return 1
-}
-
-# Installs Debian's packages named in the arguments with one apt-get run;
-# output only when it fails.
-install_packages() {
-	local out=$tmp/apt.log names secs
-	if ! command -v apt-get >/dev/null 2>&1; then
-		log "apt-get not found: cannot install $*"
-		return 1
-	fi
-	names="$1 package" secs=15
-	if (($# == 2)); then
-		names="$1 and $2 packages"
-	fi
-	# Measured on a fresh Debian 12 (debootstrap minbase), apt-get update
-	# included: 12 s for both, 4 s for pgbouncer alone.
-	if [[ $* == pgbouncer ]]; then
-		secs=5
-	fi
-	log "installing Debian's $names with apt-get (about $secs s)..."
-	if ! {
-		apt-get update -qq &&
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
-	} >"$out" 2>&1; then
-		log "apt-get failed:"
-		tail -n 20 "$out" >&2
-		return 1
-	fi
 }
 
 ensure_pg_user() {
@@ -564,7 +541,7 @@ trap 'exit 131' QUIT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-# 2. Find or install the programs.
+# 2. Find the programs.
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/$prog.XXXXXX") || no_server "cannot make a temporary folder"
 # Keep the socket path short enough for a unix socket (107 bytes).
 if ((${#tmp} > 80)); then
@@ -572,25 +549,11 @@ if ((${#tmp} > 80)); then
 	tmp=$(mktemp -d "/tmp/$prog.XXXXXX")
 fi
 
-missing=()
-find_server || missing+=(postgresql)
-find_bouncer || missing+=(pgbouncer)
-if ((${#missing[@]} > 0 && is_root)); then
-	install_packages "${missing[@]}" || true
-fi
 if ! find_server; then
-	if ((is_root)); then
-		no_server "PostgreSQL not found (initdb, pg_ctl, postgres), and installing Debian's postgresql package did not bring it"
-	else
-		no_server "PostgreSQL not found: no initdb, pg_ctl and postgres in PATH or /usr/lib/postgresql/*/bin (this script installs it only when run as root)"
-	fi
+	no_server "PostgreSQL not found: no initdb, pg_ctl and postgres in PATH or /usr/lib/postgresql/*/bin"
 fi
 if ! find_bouncer; then
-	if ((is_root)); then
-		bouncer_problem="PgBouncer not found, and installing Debian's pgbouncer package did not bring it"
-	else
-		bouncer_problem="PgBouncer not found: no pgbouncer in PATH or /usr/sbin (this script installs it only when run as root)"
-	fi
+	bouncer_problem="PgBouncer not found: no pgbouncer in PATH or /usr/sbin"
 	# In CI, fail before starting anything.
 	if is_ci; then
 		no_bouncer "$bouncer_problem"
@@ -662,8 +625,7 @@ fi
 # 5. Run COMMAND as a child and pass signals on.
 
 # Whether this script is in the foreground process group of its terminal:
-# then a Ctrl-C or Ctrl-\ at that terminal has reached COMMAND already.
-# shellcheck disable=SC2317 # called from forward, which traps call
+# then a Ctrl-C or Ctrl-\ at that terminal reaches COMMAND directly.
 in_tty_foreground() {
 	local stat rest pgrp tpgid
 	{ stat=$(<"/proc/$$/stat"); } 2>/dev/null || return 1
@@ -674,22 +636,31 @@ in_tty_foreground() {
 }
 
 got_signal=0
+own_group=0 # whether COMMAND runs in a process group of its own
 # shellcheck disable=SC2317 # called by the traps below
 forward() {
 	got_signal=1
-	if [[ $1 == INT || $1 == QUIT ]] && in_tty_foreground; then
-		return 0
+	if ((own_group)); then
+		kill -s "$1" -- "-$child" 2>/dev/null || true
+	elif [[ $1 != INT && $1 != QUIT ]]; then
+		# A Ctrl-C or Ctrl-\ at the terminal has reached COMMAND already.
+		kill -s "$1" "$child" 2>/dev/null || true
 	fi
-	kill -s "$1" "$child" 2>/dev/null || true
 }
 
-# A background job starts with SIGINT and SIGQUIT ignored and its standard
-# input from /dev/null; undo both so COMMAND runs as it would without us.
+if ! in_tty_foreground; then
+	own_group=1
+	set -m # the job below gets a process group of its own
+fi
+# A background job without job control starts with SIGINT and SIGQUIT
+# ignored and its standard input from /dev/null; undo both so COMMAND runs as
+# it would without us.
 (
 	trap - INT QUIT
 	exec "${cmd[@]}"
 ) <&0 &
 child=$!
+set +m
 trap 'forward INT' INT
 trap 'forward QUIT' QUIT
 trap 'forward TERM' TERM

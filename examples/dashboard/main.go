@@ -292,7 +292,14 @@ type banner struct {
 	PSQL         string          // the database, for psql, as psqlTarget gives it
 }
 
-// printBanner prints where the service listens and a few commands to try.
+// watchQuery lists the running statements tagged with a request id, every
+// half second, for the banner's psql line: \watch needs psql's input, not
+// -c, which runs a query once.
+const watchQuery = `select pid, now() - query_start as running, query from pg_stat_activity where state = 'active' and query like '%request_id%' and pid <> pg_backend_pid() \watch 0.5`
+
+// printBanner prints where the service listens and a few commands to try,
+// each a line that runs as pasted into a shell (TestMakeDemoWithoutTerminal
+// runs them).
 func printBanner(w io.Writer, b banner) {
 	var timing, debug, traces string
 	classes := fmt.Sprintf("One class and one queue (%d queries) for all requests.\n", b.QueueSize)
@@ -337,9 +344,8 @@ Try:
   curl -s %[1]s/metrics | grep '^reqpool_'                       # Prometheus metrics
   curl -s %[1]s/healthz
 %[5]s%[6]s
-Watch the running queries, tagged with their request id, from another terminal:
-  psql %[3]s
-  => select pid, now() - query_start as running, query from pg_stat_activity where state = 'active' and query like '%%request_id%%' and pid <> pg_backend_pid() \watch 0.5
+Watch the running queries, tagged with their request id, from another terminal (Ctrl-C stops it):
+  echo "%[8]s" | psql %[3]s
 
-`, b.URL, b.Workers, b.PSQL, timing, debug, traces, classes)
+`, b.URL, b.Workers, b.PSQL, timing, debug, traces, classes, watchQuery)
 }

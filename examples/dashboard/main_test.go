@@ -897,8 +897,8 @@ func TestBanner(t *testing.T) {
 			"\n  interactive  share 4   queue 1024   dashboards, /stats: each request a flow of its own\n":         len(b.Classes) > 0,
 			"\n  reports      share 1   queue 16     GET /orgs/{id}/report: a flow per org; past the queue, 503\n": len(b.Classes) > 0,
 			"\nOne class and one queue (1024 queries) for all requests.\n":                                         len(b.Classes) == 0,
-			"psql " + b.PSQL + "\n": true,
-			"query like '%request_id%' and pid <> pg_backend_pid() \\watch 0.5\n": true,
+			`  echo "select pid, `: true,
+			"query like '%request_id%' and pid <> pg_backend_pid() \\watch 0.5\" | psql " + b.PSQL + "\n": true,
 		} {
 			if strings.Contains(out, want) != present {
 				t.Errorf("banner has %q: %v, want %v", want, !present, present)
