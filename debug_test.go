@@ -795,7 +795,7 @@ const chromiumTimeout = 60 * time.Second
 
 // chromium returns the Chromium to run: $CHROMIUM, or /usr/bin/chromium
 // (Debian's chromium package, which `make test` installs as root with
-// scripts/ensure-chromium.sh). Without it the test is skipped, except
+// scripts/ensure-packages.sh). Without it the test is skipped, except
 // under CI=true, where it fails.
 func chromium(t *testing.T) string {
 	t.Helper()
