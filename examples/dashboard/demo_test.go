@@ -288,4 +288,3 @@ func getOK(url string) error {
 	}
 	return nil
 }
-
