@@ -181,8 +181,9 @@
 // github.com/reqpool/reqpool/reqprom (Prometheus) and
 // github.com/reqpool/reqpool/reqotel (OpenTelemetry spans and metrics) are
 // Observers; Pool.DebugHandler serves a live page of the pool and its
-// requests; Config.ServerTiming adds a Server-Timing header with each
-// request's queue wait and run time.
+// requests; Config.ServerTiming adds a Server-Timing header with the wall
+// time during which each request had queries waiting or running, and their
+// queue wait and run time summed over its queries.
 //
 // # Limits of net/http
 //

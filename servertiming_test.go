@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
-var serverTimingRE = regexp.MustCompile(`^reqpool-wait;dur=([0-9.]+), reqpool-run;dur=([0-9.]+)$`)
+var serverTimingRE = regexp.MustCompile(`^reqpool;dur=([0-9.]+);desc="wall time, 2 queries waiting or running", ` +
+	`reqpool-wait;dur=([0-9.]+);desc="queue wait, summed over 2 queries", ` +
+	`reqpool-run;dur=([0-9.]+);desc="run time, summed over 2 queries"$`)
 
 // TestServerTiming: with Config.ServerTiming, a handler that writes after
 // its Fanout, one that flushes through http.ResponseController, and one that
@@ -22,7 +25,8 @@ func TestServerTiming(t *testing.T) {
 		p := newPool(t, Config{Workers: 1, ServerTiming: on})
 		srv, c := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
 			// Two queries of 20 ms on one worker: one runs while the other
-			// waits, so run >= 40 ms and wait >= 20 ms.
+			// waits, so run >= 40 ms, wait >= 20 ms, and the wall time
+			// from admission to the last end >= 40 ms.
 			if err := Fanout(r.Context(), sleep(20*time.Millisecond), sleep(20*time.Millisecond)); err != nil {
 				WriteError(w, r, err)
 				return
@@ -71,13 +75,60 @@ func TestServerTiming(t *testing.T) {
 					t.Errorf("%s: Server-Timing %q, want reqpool-wait and reqpool-run", path, st)
 					continue
 				}
-				wait, _ := strconv.ParseFloat(m[1], 64)
-				run, _ := strconv.ParseFloat(m[2], 64)
-				if wait < 20 || run < 40 {
-					t.Errorf("%s: Server-Timing %q, want wait >= 20 ms and run >= 40 ms", path, st)
+				wall, _ := strconv.ParseFloat(m[1], 64)
+				wait, _ := strconv.ParseFloat(m[2], 64)
+				run, _ := strconv.ParseFloat(m[3], 64)
+				if wait < 20 || run < 40 || wall < 40 || wall > wait+run {
+					t.Errorf("%s: Server-Timing %q, want wait >= 20 ms, run >= 40 ms, wall time >= 40 ms and at most their sum", path, st)
 				}
 			}
 		}
+	}
+}
+
+// TestServerTimingWall: the wall time counts the time during which the
+// request had queries waiting or running once, however many ran in
+// parallel, and leaves out the time between its Fanouts; the sums add each
+// query's time.
+func TestServerTimingWall(t *testing.T) {
+	p := newPool(t, Config{Workers: 4, ServerTiming: true})
+	var between atomic.Int64 // nanoseconds: written by the handler
+	srv, c := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
+		// Two Fanouts of 4 × 30 ms in parallel, 50 ms apart: about 60 ms of
+		// wall time, and 240 ms of run time in all.
+		for i := range 2 {
+			if err := Fanout(r.Context(), repeat(4, sleep(30*time.Millisecond))...); err != nil {
+				WriteError(w, r, err)
+				return
+			}
+			if i == 0 {
+				start := time.Now()
+				time.Sleep(50 * time.Millisecond) // the handler's own work, no query waiting
+				between.Store(int64(time.Since(start)))
+			}
+		}
+		io.WriteString(w, "ok")
+	}, nil)
+	start := time.Now()
+	resp, err := c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	took := time.Since(start)
+	gap := time.Duration(between.Load())
+	st := resp.Header.Get("Server-Timing")
+	re := regexp.MustCompile(`^reqpool;dur=([0-9.]+);desc="wall time, 8 queries waiting or running", reqpool-wait;dur=[0-9.]+;desc="queue wait, summed over 8 queries", reqpool-run;dur=([0-9.]+);desc="run time, summed over 8 queries"$`)
+	m := re.FindStringSubmatch(st)
+	if m == nil {
+		t.Fatalf("Server-Timing %q, want %s", st, re)
+	}
+	wall, _ := strconv.ParseFloat(m[1], 64)
+	run, _ := strconv.ParseFloat(m[2], 64)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	if wall < 60 || wall > ms(took-gap) || run < 240 {
+		t.Errorf("Server-Timing %q for a request of %v with %v between its Fanouts: want wall time >= 60 ms and at most %.0f ms, run >= 240 ms",
+			st, took, gap, ms(took-gap))
 	}
 }
 
