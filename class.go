@@ -138,5 +138,5 @@ type ClassStats struct {
 	Flows   int    // its named flows with a registered request or a query executing
 
 	// Cumulative counters, as Stats' are.
-	Submitted, Completed, Failed, Dropped, Rejected uint64
+	Submitted, Completed, Failed, Cancelled, Dropped, Rejected uint64
 }

@@ -368,9 +368,9 @@ func TestDebugHandlerClasses(t *testing.T) {
 		dom := string(runChromium(t, bin, "--dump-dom", sc.srv+"/debug/reqpool"))
 		checkRows(t, "class", tableRows(dom, "class", "name"), []map[string]string{
 			{"name": "web", "share": "3", "running": "0", "queued": "7 / 64", "flows": "2",
-				"submitted": strconv.Itoa(warm + 8), "completed": strconv.Itoa(warm + 1), "failed": "0", "dropped": "0", "rejected": "0"},
+				"submitted": strconv.Itoa(warm + 8), "completed": strconv.Itoa(warm + 1), "failed": "0", "cancelled": "0", "dropped": "0", "rejected": "0"},
 			{"name": "batch", "share": "1", "running": "2", "queued": "9 / 10", "flows": "2",
-				"submitted": "11", "completed": "0", "failed": "0", "dropped": "0", "rejected": "1"},
+				"submitted": "11", "completed": "0", "failed": "0", "cancelled": "0", "dropped": "0", "rejected": "1"},
 		})
 		var want []map[string]string
 		for _, r := range wantRows {
@@ -382,7 +382,8 @@ func TestDebugHandlerClasses(t *testing.T) {
 				"queued": strconv.Itoa(r.queued), "running": strconv.Itoa(r.running), "place": place})
 		}
 		checkRows(t, "request", tableRows(dom, "request", "id"), want)
-		checkElements(t, dom, map[string]string{"stat-running": "2", "stat-queued": "16", "queue-bound": "/ 74", "stat-requests": "7"})
+		checkElements(t, dom, map[string]string{"stat-running": "2", "stat-queued": "16", "queue-bound": "/ 74",
+			"queue-parts": "(web 64 + batch 10)", "stat-requests": "7"})
 		if t.Failed() {
 			t.Logf("the DOM:\n%s", dom)
 		}

@@ -35,7 +35,7 @@ type class struct {
 
 // counters are a class's cumulative counters; Stats sums them.
 type counters struct {
-	submitted, completed, failed, dropped, rejected uint64
+	submitted, completed, failed, cancelled, dropped, rejected uint64
 }
 
 // before reports whether c is further below its share than d: c.own/c.share

@@ -251,8 +251,9 @@ type Stats struct {
 
 	Submitted uint64 // queries admitted by Fanout
 	Completed uint64 // queries that ran to the end, whatever they returned
-	Failed    uint64 // of Completed, those that returned an error or panicked
-	Dropped   uint64 // admitted queries that never started: context done, a sibling failed, or Shutdown
+	Failed    uint64 // of Completed, those that returned an error or panicked while their Fanout's context was live
+	Cancelled uint64 // of Completed, those that returned an error once their Fanout's context had ended: hang-up, deadline, a sibling failed, or Shutdown
+	Dropped   uint64 // admitted queries that never started, for the reasons that cancel them
 	Rejected  uint64 // Fanout calls refused with ErrQueueFull, ErrTooManyTasks or ErrClosed
 
 	// Classes has the same figures for each class, in Config.Classes'
@@ -273,10 +274,11 @@ func (p *Pool) Stats() Stats {
 	for i, c := range s.classes {
 		n := c.counts
 		st.Classes[i] = ClassStats{Name: c.name, Running: c.own, Queued: c.queued, Flows: len(c.named),
-			Submitted: n.submitted, Completed: n.completed, Failed: n.failed, Dropped: n.dropped, Rejected: n.rejected}
+			Submitted: n.submitted, Completed: n.completed, Failed: n.failed, Cancelled: n.cancelled, Dropped: n.dropped, Rejected: n.rejected}
 		st.Submitted += n.submitted
 		st.Completed += n.completed
 		st.Failed += n.failed
+		st.Cancelled += n.cancelled
 		st.Dropped += n.dropped
 		st.Rejected += n.rejected
 	}

@@ -515,3 +515,36 @@ func TestConcurrentNestedFanouts(t *testing.T) {
 		}
 	}
 }
+
+// TestStatsCancelledVersusFailed: a query that returns an error because its
+// request ended counts as Cancelled, one that fails on its own as Failed,
+// and one that never started as Dropped; a class's counts agree.
+func TestStatsCancelledVersusFailed(t *testing.T) {
+	p := newPool(t, Config{Workers: 2})
+	ctx, cancel := context.WithCancel(handleCtx(t, p))
+	started := make(chan struct{}, 2)
+	blocked := Func(func(ctx context.Context) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	done := make(chan error, 1)
+	go func() { done <- Fanout(ctx, blocked, blocked, blocked) }() // 2 run, 1 waits
+	<-started
+	<-started
+	cancel() // the client hangs up
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Fanout: %v, want context.Canceled", err)
+	}
+	boom := errors.New("boom")
+	if err := Fanout(handleCtx(t, p), Func(func(context.Context) error { return boom })); !errors.Is(err, boom) {
+		t.Fatalf("Fanout: %v, want boom", err)
+	}
+	s := p.Stats()
+	want := ClassStats{Submitted: 4, Completed: 3, Failed: 1, Cancelled: 2, Dropped: 1}
+	got := s.Classes[0]
+	got.Running, got.Queued, got.Flows = 0, 0, 0
+	if got != want || s.Submitted != 4 || s.Completed != 3 || s.Failed != 1 || s.Cancelled != 2 || s.Dropped != 1 {
+		t.Errorf("Stats %+v, class %+v; want Completed 3 of which Failed 1 and Cancelled 2, and Dropped 1", s, s.Classes[0])
+	}
+}

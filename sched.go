@@ -277,7 +277,13 @@ func (s *sched) finish(g *group, i int, err error, counted bool) {
 		s.count(r, 0, -1)
 	}
 	if err != nil {
-		c.counts.failed++
+		// Its Fanout's context ended (the caller's, a sibling's failure,
+		// Shutdown) before it returned: cancelled, unless it panicked.
+		if _, panicked := err.(*PanicError); g.Err() != nil && !panicked && err != errGoexit {
+			c.counts.cancelled++
+		} else {
+			c.counts.failed++
+		}
 		if g.err == nil {
 			qe := &QueryError{Index: i, Err: err}
 			if g.Err() != nil { // the caller's context ended: say so, whatever the driver said

@@ -47,7 +47,10 @@
 // A query that panicked (or called runtime.Goexit) is counted with
 // outcome="panic", not as an error: an error is usually the database's
 // answer, a panic a bug in the application, and the two call for different
-// alerts. reqpool's own Stats.Failed counts both; in PromQL it is
+// alerts. outcome="error" counts every query that returned an error,
+// whether it failed on its own or was cancelled by its request's end;
+// reqpool's own Stats tells the two apart (Failed, with the panics, and
+// Cancelled), so Stats.Failed+Stats.Cancelled is
 // reqpool_queries_total{outcome=~"error|panic"}. A query that never started
 // (its request's context ended, a sibling failed, or Shutdown ran out of
 // time) is counted with outcome="dropped". Every label value of both

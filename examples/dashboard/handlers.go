@@ -101,6 +101,7 @@ type poolStats struct {
 	Submitted uint64 `json:"submitted"`
 	Completed uint64 `json:"completed"`
 	Failed    uint64 `json:"failed"`
+	Cancelled uint64 `json:"cancelled"`
 	Dropped   uint64 `json:"dropped"`
 	Rejected  uint64 `json:"rejected"`
 
@@ -116,6 +117,7 @@ type classStats struct {
 	Submitted uint64 `json:"submitted"`
 	Completed uint64 `json:"completed"`
 	Failed    uint64 `json:"failed"`
+	Cancelled uint64 `json:"cancelled"`
 	Dropped   uint64 `json:"dropped"`
 	Rejected  uint64 `json:"rejected"`
 }
@@ -318,12 +320,12 @@ func (a *app) stats(w http.ResponseWriter, r *http.Request) {
 	classes := make([]classStats, len(p.Classes))
 	for i, c := range p.Classes {
 		classes[i] = classStats{Name: c.Name, Running: c.Running, Queued: c.Queued, Flows: c.Flows,
-			Submitted: c.Submitted, Completed: c.Completed, Failed: c.Failed, Dropped: c.Dropped, Rejected: c.Rejected}
+			Submitted: c.Submitted, Completed: c.Completed, Failed: c.Failed, Cancelled: c.Cancelled, Dropped: c.Dropped, Rejected: c.Rejected}
 	}
 	a.writeJSON(w, r, stats{
 		Pool: poolStats{
 			Workers: p.Workers, Running: p.Running, Queued: p.Queued, Requests: p.Requests,
-			Submitted: p.Submitted, Completed: p.Completed, Failed: p.Failed, Dropped: p.Dropped, Rejected: p.Rejected,
+			Submitted: p.Submitted, Completed: p.Completed, Failed: p.Failed, Cancelled: p.Cancelled, Dropped: p.Dropped, Rejected: p.Rejected,
 			Classes: classes,
 		},
 		DB: dbStats{
