@@ -55,7 +55,18 @@ const (
 	// MaxCancelsInFlight bounds the CancelRequests of one Gate's
 	// connections out at once. A statement that ends while its
 	// CancelRequest waits for a slot sends none.
-	MaxCancelsInFlight = 4
+	//
+	// A chase has at most one CancelRequest out, so this bounds only a
+	// storm of more chased statements than slots: 16, the statements of a
+	// pool of DefaultWorkers, all cancelled at once. With 4, through
+	// PgBouncer (which forwards each CancelRequest over a new server
+	// connection, 60 to 150 ms on our busy 2-core machine), the 4 slots
+	// were 85 to 95% busy through the whole hang-up soak: a statement's
+	// first CancelRequest waited 300 to 600 ms for a slot (p50), most
+	// went out after CutOff, and the last ones answered up to 1 s after
+	// the last hang-up, leaving statements running. With 16 the wait is
+	// under 20 ms (p90) and each CancelRequest takes 150 to 300 ms (p50).
+	MaxCancelsInFlight = 16
 
 	// settleTimeout bounds how long the next statement on a connection
 	// waits for the CancelRequests of the last one still out, so that none
@@ -232,6 +243,8 @@ func (c *Canceller) Begin(seq uint64) {
 // pursue sends CancelRequests for ch's statement until it ends: one at
 // once, then after FirstRetry, doubling up to MaxRetryWait, each only if
 // none is still out. At CutOff it cuts the connection off, as CutOff says.
+// A statement cut off has ended once its released socket is idle, which
+// may be well before the driver closes it: no more CancelRequests then.
 func (c *Canceller) pursue(ch *chase) {
 	defer c.stopChase(ch)
 	start := time.Now()
@@ -246,8 +259,11 @@ func (c *Canceller) pursue(ch *chase) {
 			return
 		case <-timer.C:
 		}
+		if c.sock.Idle() {
+			return
+		}
 		if c.Usable() && time.Since(start) >= CutOff {
-			if c.cut() {
+			if c.cut(ch) {
 				return
 			}
 		}
@@ -265,11 +281,25 @@ func (c *Canceller) pursue(ch *chase) {
 	}
 }
 
-// cut cuts the connection off: it closes the socket of a backend that
-// checks it, and reports true; otherwise it releases the socket
-// (Socket.Release) and reports false: the chase goes on.
-func (c *Canceller) cut() (closed bool) {
+// cut cuts the connection off for ch's statement: it closes the socket of
+// a backend that checks it, and reports true; otherwise it releases the
+// socket (Socket.Release) and reports false: the chase goes on.
+//
+// It does nothing, and reports true, once End has ended ch. The chase's
+// timer can fire as End stops it (select then picks either), or its
+// goroutine can wake late on a busy machine, and by then the connection
+// may run the next statement: cut off, that one would be released with
+// no chase (Begin ignores a broken connection) and run to its end on the
+// server, while its caller got an i/o timeout. The hang-up soak through
+// PgBouncer caught it: a statement sent 43 ms after its predecessor's
+// End was released 56 ms later by the predecessor's chase, and ran its
+// whole 3 s.
+func (c *Canceller) cut(ch *chase) (done bool) {
 	c.mu.Lock()
+	if c.chase != ch { // End took it: the statement has ended
+		c.mu.Unlock()
+		return true
+	}
 	c.broken = true
 	c.mu.Unlock()
 	c.gate.cancels.cutOffs.Add(1)

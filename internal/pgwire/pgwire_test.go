@@ -180,6 +180,9 @@ func TestSocketRelease(t *testing.T) {
 		readErr <- err
 	}()
 	s.Release()
+	if s.Idle() {
+		t.Error("Idle after Release while the statement runs")
+	}
 	var ne net.Error
 	if err := <-readErr; !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("pending read after Release: %v, want a timeout", err)
@@ -210,10 +213,63 @@ func TestSocketRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-s.Closed()
+	if !s.Idle() {
+		t.Error("not Idle once the server sent ReadyForQuery")
+	}
 	if n, err := server.Read(make([]byte, 8)); err == nil {
 		t.Errorf("server read %d bytes after the socket closed, want EOF", n)
 	}
 	g.Close()
+}
+
+// TestCutAfterEnd: a chase's cut-off that comes after End (its timer fired
+// as End stopped it, or its goroutine woke late) leaves the connection
+// alone: the next statement goes out on the socket as it is, and is
+// chased when its own context ends.
+func TestCutAfterEnd(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	g := NewGate(nil)
+	defer g.Close()
+	refuse := func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no server") }
+	c := &Canceller{gate: g, sock: g.NewSocket(client, "tcp", "127.0.0.1:5432"), dial: refuse}
+
+	// A statement whose context ended, chased (by hand: no CancelRequest
+	// goes out), ends.
+	seq, _, _ := c.Start(context.Background())
+	ch := &chase{stop: make(chan struct{}), settled: make(chan struct{})}
+	c.mu.Lock()
+	c.chase = ch
+	c.mu.Unlock()
+	if !c.End(seq) {
+		t.Fatal("End of a chased statement: connection not reusable")
+	}
+
+	// The chase's cut-off comes now.
+	if !c.cut(ch) {
+		t.Error("cut after End: the chase goes on")
+	}
+	next, ok, err := c.Start(context.Background())
+	if !ok || err != nil {
+		t.Fatalf("Start after a late cut = %v, %v; want the connection usable", ok, err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, 64)
+		n, _ := server.Read(buf)
+		got <- buf[:n]
+	}()
+	if _, err := c.sock.Write([]byte("Q next")); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; string(b) != "Q next" {
+		t.Fatalf("server read %q: the socket was released", b)
+	}
+	c.Begin(next)
+	if n := g.CancelStats().Statements; n != 1 {
+		t.Errorf("the next statement's context ended: %d chases, want 1", n)
+	}
+	c.End(next)
 }
 
 // TestRefusedParameter: the refusals of PgBouncer and of PostgreSQL before

@@ -104,6 +104,15 @@ func (s *Socket) markCut() {
 // Closed is closed once the socket is closed for real.
 func (s *Socket) Closed() <-chan struct{} { return s.closed }
 
+// Idle reports whether the socket was released (Release) and no statement
+// runs on it: none was sent, or the server has sent ReadyForQuery since.
+// As a released socket drops what the driver writes, none can start.
+func (s *Socket) Idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.idle
+}
+
 func (s *Socket) Read(p []byte) (int, error) {
 	s.mu.Lock()
 	if s.idle {
