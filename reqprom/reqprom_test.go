@@ -482,7 +482,7 @@ func TestConcurrent(t *testing.T) {
 	for _, k := range s.Classes {
 		q := func(outcome string) float64 { return byLabel["reqpool_queries_total/"+k.Name+"/"+outcome] }
 		r := func(reason string) float64 { return byLabel["reqpool_rejected_total/"+k.Name+"/"+reason] }
-		if q("ok")+q("error")+q("panic") != float64(k.Completed) || q("error")+q("panic") != float64(k.Failed) ||
+		if q("ok")+q("error")+q("panic") != float64(k.Completed) || q("error")+q("panic") != float64(k.Failed+k.Cancelled) ||
 			q("dropped") != float64(k.Dropped) || k.Completed == 0 {
 			t.Errorf("class %q: queries_total ok %v error %v panic %v dropped %v, Stats %+v",
 				k.Name, q("ok"), q("error"), q("panic"), q("dropped"), k)
