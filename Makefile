@@ -19,13 +19,13 @@ DEMO_BIN := examples/dashboard/dashboard
 # 2-core machine, for the progress lines; update them when a module's tests
 # grow or shrink (each module's line ends with the time it took). The first run on a machine also compiles everything for the
 # race detector: about 20 s more.
-RACE_SECS_. := 20
+RACE_SECS_. := 40
 RACE_SECS_reqpgx := 15
 RACE_SECS_reqprom := 5
 RACE_SECS_reqotel := 5
 RACE_SECS_compat := 5
-RACE_SECS_examples/dashboard := 10
-RACE_SECS_benchmarks := 30
+RACE_SECS_examples/dashboard := 45
+RACE_SECS_benchmarks := 50
 
 .PHONY: test test-intro packages-tests modules vet tidy race demo fuzz bench
 
