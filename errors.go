@@ -38,6 +38,12 @@ var (
 	// ErrInvalidConfig is returned by New for a Config it cannot honour.
 	ErrInvalidConfig = errors.New("reqpool: invalid config")
 
+	// ErrInvalidQuery is wrapped in the *QueryError Fanout returns, running
+	// nothing, for a Query it cannot run: the zero Query, Func(nil), or
+	// Select, Get, Exec or ExecResult on a nil database handle (a nil
+	// interface or a nil pointer). It is a programming error, not load.
+	ErrInvalidQuery = errors.New("reqpool: invalid query")
+
 	// ErrUnknownClass is returned by Pool.NewClassContext, and by every
 	// Fanout of a request that Config.Classify put in a class the pool does
 	// not have, running nothing. It is a programming error, not load, and is

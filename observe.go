@@ -2,8 +2,11 @@ package reqpool
 
 import (
 	"context"
+	"log"
+	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,7 +17,8 @@ import (
 // Its methods are called on the goroutine that ran the query, or made the
 // Fanout (for its refusal, and for its dropped queries, once it has its
 // outcome), outside the pool's lock, concurrently with each other:
-// they must be safe for concurrent use and return quickly. A pool with no
+// they must be safe for concurrent use and return quickly. A panic in one
+// is contained (see Pool.Observe). A pool with no
 // Observer attached reads no clock for them.
 type Observer interface {
 	// QueryDone reports a query that returned, or that was dropped without
@@ -116,11 +120,21 @@ func (r RefusalReason) String() string {
 
 // Observe attaches o to p: from now on o is told of every query that ends
 // and every Fanout refused. It returns a function that detaches o again.
+// Observe(nil) attaches nothing, and its detach does nothing.
+//
+// An Observer that panics is contained, as a query that panics is: the
+// call is abandoned, the queries' results and the Fanout's are untouched,
+// and the first panic of each attachment is written to the standard
+// logger (log.Printf) with its stack; o stays attached and is called again.
+//
 // Observers cost each query one clock read, and each Fanout one more, plus
 // their own calls (see BenchmarkObserve); with none attached, a Fanout pays
 // one atomic load.
 func (p *Pool) Observe(o Observer) (detach func()) {
-	e := &observerEntry{o}
+	if o == nil {
+		return func() {}
+	}
+	e := &observerEntry{Observer: o}
 	p.editObservers(func(os []Observer) []Observer { return append(os, e) })
 	var once sync.Once
 	return func() {
@@ -135,7 +149,42 @@ func (p *Pool) Observe(o Observer) (detach func()) {
 // observerEntry is one attachment of an Observer: a pointer, so that
 // detaching removes this attachment alone, compares whatever the Observer's
 // type, and the same Observer may be attached twice.
-type observerEntry struct{ Observer }
+type observerEntry struct {
+	Observer
+	panicked atomic.Bool // a call of this attachment's panicked: reported already
+}
+
+// contain recovers a panic of a call to observer o and reports it, once per
+// attachment. It must be deferred directly.
+func contain(o Observer) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if e, ok := o.(*observerEntry); ok && !e.panicked.CompareAndSwap(false, true) {
+		return
+	}
+	log.Printf("reqpool: Observer %T panicked, and was contained (reported once per Observe): %v\n%s", unwrapObserver(o), v, debug.Stack())
+}
+
+func unwrapObserver(o Observer) Observer {
+	if e, ok := o.(*observerEntry); ok {
+		return e.Observer
+	}
+	return o
+}
+
+// queryDone calls o.QueryDone, containing a panic.
+func queryDone(ctx context.Context, o Observer, rec QueryRecord) {
+	defer contain(o)
+	o.QueryDone(ctx, rec)
+}
+
+// refused calls o.Refused, containing a panic.
+func refused(ctx context.Context, o Observer, ref Refusal) {
+	defer contain(o)
+	o.Refused(ctx, ref)
+}
 
 // editObservers replaces p's observers with edit's result on a copy, so
 // that a Fanout reads them with one atomic load and no lock.
@@ -198,7 +247,7 @@ func (g *group) record(i int) QueryRecord {
 // emit tells each of g's observers of rec.
 func (g *group) emit(rec QueryRecord) {
 	for _, o := range g.obs {
-		o.QueryDone(g, rec)
+		queryDone(g, o, rec)
 	}
 }
 
@@ -223,6 +272,6 @@ func (h *Handle) refusal(n int, reason RefusalReason) Refusal {
 // recordRefusal tells obs of a refused Fanout.
 func recordRefusal(ctx context.Context, obs []Observer, ref Refusal) {
 	for _, o := range obs {
-		o.Refused(ctx, ref)
+		refused(ctx, o, ref)
 	}
 }

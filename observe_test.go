@@ -3,8 +3,14 @@ package reqpool
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log"
 	"maps"
+	"net/http"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -146,5 +152,73 @@ func TestObserveDetach(t *testing.T) {
 	}
 	if a.Load() != 0 || b.Load() != 1 || len(rec.queries) != 1 {
 		t.Errorf("after detaching: a told %d, b %d, rec %d times; want 0, 1, 1", a.Load(), b.Load(), len(rec.queries))
+	}
+}
+
+// panicky is an Observer whose every call panics.
+type panicky struct{ calls atomic.Int64 }
+
+func (o *panicky) QueryDone(context.Context, QueryRecord) { o.calls.Add(1); panic("observer bug") }
+func (o *panicky) Refused(context.Context, Refusal)       { o.calls.Add(1); panic("observer bug") }
+
+// TestObserverPanicContained: through a real server, an Observer that
+// panics on every call, on the callers' goroutines and on the pool's
+// helpers, leaves every query's result and every response as they would
+// be without it; the panic is logged once, and Observe(nil) attaches
+// nothing.
+func TestObserverPanicContained(t *testing.T) {
+	var logged strings.Builder
+	var logMu sync.Mutex
+	log.SetOutput(writerFunc(func(b []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logged.Write(b)
+	}))
+	t.Cleanup(func() { log.SetOutput(os.Stderr) })
+
+	p := newPool(t, Config{Workers: 2, MaxFanout: 8})
+	o := &panicky{}
+	p.Observe(nil)() // attaches nothing; its detach does nothing
+	defer p.Observe(o)()
+	srv, c := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
+		// 8 queries on 2 workers: helpers run some of them.
+		var sum atomic.Int64
+		qs := make([]Query, 8)
+		for i := range qs {
+			qs[i] = Func(func(context.Context) error { sum.Add(int64(i)); return nil })
+		}
+		if err := Fanout(r.Context(), qs...); err != nil {
+			WriteError(w, r, err)
+			return
+		}
+		// One refused: too many queries.
+		if err := Fanout(r.Context(), repeat(9, Func(noop))...); !errors.Is(err, ErrTooManyTasks) {
+			t.Errorf("a Fanout of 9 with MaxFanout 8: %v, want ErrTooManyTasks", err)
+		}
+		fmt.Fprint(w, sum.Load())
+	}, nil)
+	const requests = 20
+	for range requests {
+		resp, err := c.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != "28" {
+			t.Fatalf("%s %q, want 200 \"28\"", resp.Status, body)
+		}
+	}
+	if n, want := o.calls.Load(), int64(requests*(8+1)); n != want {
+		t.Errorf("the Observer was called %d times, want %d: every query and refusal", n, want)
+	}
+	if s := p.Stats(); s.Completed != requests*8 || s.Failed != 0 || s.Rejected != requests {
+		t.Errorf("Stats %+v, want %d completed, none failed, %d rejected", s, requests*8, requests)
+	}
+	logMu.Lock()
+	out := logged.String()
+	logMu.Unlock()
+	if n := strings.Count(out, "reqpool: Observer *reqpool.panicky panicked"); n != 1 || !strings.Contains(out, "observer bug") {
+		t.Errorf("log, with %d reports of the panic, want 1:\n%s", n, out)
 	}
 }

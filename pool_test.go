@@ -2,6 +2,8 @@ package reqpool
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math"
@@ -12,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 )
 
 func TestNewValidatesConfig(t *testing.T) {
@@ -199,6 +203,35 @@ func TestGoexitInQueryFreesItsSlot(t *testing.T) {
 	}
 }
 
+// TestNilInputs: the exported functions given a nil where a value belongs
+// do as documented, without a panic.
+func TestNilInputs(t *testing.T) {
+	p := newPool(t, Config{Workers: 1})
+	p.Observe(nil)() // attaches nothing
+	SizeDB(nil, p)
+	db := sql.OpenDB(nilConnector{})
+	defer db.Close()
+	SizeDB(db, nil)
+	if n := db.Stats().MaxOpenConnections; n != 0 {
+		t.Errorf("SizeDB(db, nil) set MaxOpenConnections %d, want db unchanged", n)
+	}
+	SizeDB(db, p)
+	if n := db.Stats().MaxOpenConnections; n != 1+SpareConns {
+		t.Errorf("SizeDB(db, p) set MaxOpenConnections %d, want %d", n, 1+SpareConns)
+	}
+	if err := Fanout(handleCtx(t, p), Func(noop)); err != nil {
+		t.Errorf("after Observe(nil): %v", err)
+	}
+}
+
+// nilConnector is a driver.Connector that connects to nothing.
+type nilConnector struct{}
+
+func (nilConnector) Connect(context.Context) (driver.Conn, error) {
+	return nil, errors.New("no database")
+}
+func (nilConnector) Driver() driver.Driver { return nil }
+
 func TestFanoutRejectsBadInput(t *testing.T) {
 	p := newPool(t, Config{Workers: 1, QueueSize: 2, MaxFanout: 3})
 	ctx := handleCtx(t, p)
@@ -210,9 +243,25 @@ func TestFanoutRejectsBadInput(t *testing.T) {
 	if err := Fanout(ctx, repeat(4, noop)...); !errors.Is(err, ErrTooManyTasks) {
 		t.Errorf("4 queries with MaxFanout 3: %v, want ErrTooManyTasks", err)
 	}
-	var qe *QueryError
-	if err := Fanout(ctx, noop, Query{}); !errors.As(err, &qe) || qe.Index != 1 {
-		t.Errorf("zero Query: %v, want *QueryError{Index: 1}", err)
+	// Every invalid Query: ErrInvalidQuery in a *QueryError with its
+	// index, nothing run, no panic.
+	var nilDB *sqlx.DB
+	var dest []int
+	var res sql.Result
+	for name, q := range map[string]Query{
+		"zero Query":                {},
+		"Func(nil)":                 Func(nil),
+		"Select(nil interface)":     Select(nil, &dest, "SELECT 1"),
+		"Select(nil *sqlx.DB)":      Select(nilDB, &dest, "SELECT 1"),
+		"Get(nil *sqlx.DB)":         Get(nilDB, &dest, "SELECT 1"),
+		"Exec(nil *sqlx.DB)":        Exec(nilDB, "SELECT 1"),
+		"ExecResult(nil interface)": ExecResult(nil, &res, "SELECT 1"),
+		"ExecResult(nil *sqlx.DB)":  ExecResult(nilDB, &res, "SELECT 1"),
+	} {
+		var qe *QueryError
+		if err := Fanout(ctx, noop, q); !errors.As(err, &qe) || qe.Index != 1 || !errors.Is(err, ErrInvalidQuery) {
+			t.Errorf("%s: %v, want *QueryError{Index: 1} wrapping ErrInvalidQuery", name, err)
+		}
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()

@@ -122,8 +122,13 @@ func pqConfig(dsn string) (pq.Config, error) {
 }
 
 // SizeDB sets db's open and idle connection limits for p's Fanouts:
-// Workers + SpareConns each. OpenPostgres and reqpgx.Open call it.
+// Workers + SpareConns each. OpenPostgres and reqpgx.Open call it. With a
+// nil db or p it does nothing (OpenPostgres and reqpgx.Open refuse a nil
+// p with ErrInvalidConfig).
 func SizeDB(db *sql.DB, p *Pool) {
+	if db == nil || p == nil {
+		return
+	}
 	n := p.cfg.Workers + SpareConns
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)

@@ -3,14 +3,15 @@ package reqpool
 import (
 	"context"
 	"database/sql"
-	"errors"
+	"fmt"
+	"reflect"
 
 	"github.com/jmoiron/sqlx"
 )
 
 // Query is one unit of work for Fanout. Make one with Func, or with Select,
 // Get, Exec and ExecResult for SQL. The zero Query is invalid: Fanout rejects
-// it.
+// it with ErrInvalidQuery.
 type Query struct {
 	run  func(ctx context.Context) error
 	conn any   // the database handle of a SQL query, for the single-connection check
@@ -36,7 +37,7 @@ func Func(fn func(ctx context.Context) error) Query {
 // cannot run two statements at once: Fanout refuses two queries on the same
 // one with ErrSharedConn.
 func Select(q sqlx.QueryerContext, dest any, query string, args ...any) Query {
-	if q == nil {
+	if isNil(q) {
 		return Query{err: errNilDB}
 	}
 	return Query{conn: q, run: func(ctx context.Context) error {
@@ -49,7 +50,7 @@ func Select(q sqlx.QueryerContext, dest any, query string, args ...any) Query {
 // error that errors.Is matches to sql.ErrNoRows, and so does Fanout's. The
 // statement is tagged and q checked as for Select.
 func Get(q sqlx.QueryerContext, dest any, query string, args ...any) Query {
-	if q == nil {
+	if isNil(q) {
 		return Query{err: errNilDB}
 	}
 	return Query{conn: q, run: func(ctx context.Context) error {
@@ -67,7 +68,7 @@ func Exec(e sqlx.ExecerContext, query string, args ...any) Query {
 // ExecResult is Exec that stores the statement's sql.Result in *res (when res
 // is not nil and the statement succeeded), for RowsAffected or LastInsertId.
 func ExecResult(e sqlx.ExecerContext, res *sql.Result, query string, args ...any) Query {
-	if e == nil {
+	if isNil(e) {
 		return Query{err: errNilDB}
 	}
 	return Query{conn: e, run: func(ctx context.Context) error {
@@ -82,9 +83,20 @@ func ExecResult(e sqlx.ExecerContext, res *sql.Result, query string, args ...any
 // errNilQuery and errNilDB are the Err of the *QueryError that Fanout
 // returns for a zero Query, or one built on a nil database handle.
 var (
-	errNilQuery = errors.New("nil query")
-	errNilDB    = errors.New("nil database handle")
+	errNilQuery = fmt.Errorf("%w: nil query function", ErrInvalidQuery)
+	errNilDB    = fmt.Errorf("%w: nil database handle", ErrInvalidQuery)
 )
+
+// isNil reports whether h, a database handle, is nil: a nil interface, or
+// a nil pointer in one (a *sqlx.DB never opened), which would panic in the
+// query.
+func isNil(h any) bool {
+	if h == nil {
+		return true
+	}
+	v := reflect.ValueOf(h)
+	return v.Kind() == reflect.Pointer && v.IsNil()
+}
 
 // singleConn reports whether c is one database connection, which runs one
 // statement at a time: a transaction or a dedicated connection.
