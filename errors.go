@@ -111,3 +111,22 @@ var errShutdown = fmt.Errorf("%w: %w", ErrClosed, context.Canceled)
 // (t.FailNow in a test, for instance): it never returned, yet its slot must
 // be freed and its Fanout must end.
 var errGoexit = errors.New("reqpool: query called runtime.Goexit")
+
+// queueFullError is the ErrQueueFull of one refused Fanout, with what the
+// scheduler saw. The scheduler makes it under its lock; Error formats it
+// when the caller asks, outside.
+type queueFullError struct {
+	queries, queued, queueSize, free int
+	class                            string // "" without Config.Classes
+}
+
+func (e *queueFullError) Error() string {
+	in := ""
+	if e.class != "" {
+		in = fmt.Sprintf(" in class %q", e.class)
+	}
+	return fmt.Sprintf("%v: %d queries do not fit%s (%d queued, QueueSize %d, %d free workers)",
+		ErrQueueFull, e.queries, in, e.queued, e.queueSize, e.free)
+}
+
+func (e *queueFullError) Unwrap() error { return ErrQueueFull }

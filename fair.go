@@ -1,6 +1,9 @@
 package reqpool
 
-import "cmp"
+import (
+	"cmp"
+	"sync/atomic"
+)
 
 // The scheduler picks the next query in three steps, each fair in its own
 // way (the policy is described on Pool):
@@ -23,6 +26,10 @@ type class struct {
 	queueSize int    // Class.QueueSize, after defaults
 	maxFanout int    // Config.MaxFanout, or Workers+queueSize if smaller: the most queries a Fanout may have
 	anon      *flow  // the flow of its requests that were given none
+
+	// Fanouts of its requests refused with ErrTooManyTasks, which Fanout
+	// counts without taking sched.mu; Stats adds them to counts.rejected.
+	tooMany atomic.Uint64
 
 	// Guarded by sched.mu.
 	queued int              // admitted queries of its requests not yet started

@@ -64,9 +64,7 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 		obs = append(obs[:len(obs):len(obs)], h.timing) // a copy: obs is shared
 	}
 	if c := h.class; n > c.maxFanout {
-		s.mu.Lock()
-		c.counts.rejected++
-		s.mu.Unlock()
+		c.tooMany.Add(1)
 		recordRefusal(ctx, obs, h.refusal(n, RefusedTooMany))
 		if c.maxFanout < p.cfg.MaxFanout {
 			return fmt.Errorf("%w: %d queries, class %q fits %d (Workers+QueueSize)", ErrTooManyTasks, n, c.name, c.maxFanout)

@@ -274,13 +274,13 @@ func (p *Pool) Stats() Stats {
 	for i, c := range s.classes {
 		n := c.counts
 		st.Classes[i] = ClassStats{Name: c.name, Running: c.own, Queued: c.queued, Flows: len(c.named),
-			Submitted: n.submitted, Completed: n.completed, Failed: n.failed, Cancelled: n.cancelled, Dropped: n.dropped, Rejected: n.rejected}
+			Submitted: n.submitted, Completed: n.completed, Failed: n.failed, Cancelled: n.cancelled, Dropped: n.dropped, Rejected: n.rejected + c.tooMany.Load()}
 		st.Submitted += n.submitted
 		st.Completed += n.completed
 		st.Failed += n.failed
 		st.Cancelled += n.cancelled
 		st.Dropped += n.dropped
-		st.Rejected += n.rejected
+		st.Rejected += st.Classes[i].Rejected
 	}
 	return st
 }

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 )
@@ -176,12 +175,8 @@ func (s *sched) admit(g *group, lent bool) error {
 	}
 	if c.queued+n > c.queueSize+free {
 		c.counts.rejected++
-		in := ""
-		if c.name != "" {
-			in = fmt.Sprintf(" in class %q", c.name)
-		}
-		return fmt.Errorf("%w: %d queries do not fit%s (%d queued, QueueSize %d, %d free workers)",
-			ErrQueueFull, n, in, c.queued, c.queueSize, free)
+		// Formatted by its caller, outside the lock.
+		return &queueFullError{queries: n, class: c.name, queued: c.queued, queueSize: c.queueSize, free: free}
 	}
 	g.arrival = f.completed
 	g.pending = n
