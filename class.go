@@ -117,9 +117,10 @@ func (h *Handle) route(class, flow string) {
 // NewClassContext is NewContext for a request of the class and flow given,
 // as Config.Classify gives them to Middleware's requests: a class of ""
 // is the first class, and a flow of "" leaves the request flowless (see
-// Config.Classify). It fails, returning a nil context and cancel, with an error
-// wrapping ErrUnknownClass when the pool has no such class.
-func (p *Pool) NewClassContext(parent context.Context, class, flow string) (context.Context, context.CancelFunc, error) {
+// Config.Classify). Its release blocks, as NewContext's does. It fails,
+// returning a nil context and release, with an error wrapping
+// ErrUnknownClass when the pool has no such class.
+func (p *Pool) NewClassContext(parent context.Context, class, flow string) (ctx context.Context, release func(), err error) {
 	c, err := p.sched.class(class)
 	if err != nil {
 		return nil, nil, err

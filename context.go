@@ -94,17 +94,18 @@ func (p *Pool) newHandle(parent context.Context, id string) (context.Context, *H
 // request and cancelled together.
 //
 // When parent ends, the handle's queued queries are dropped at once, and
-// executing ones see their context done. The returned cancel releases the
+// executing ones see their context done. The returned release ends the
 // handle: it cancels the context, drops whatever is still queued, and waits
-// until none of the handle's queries is executing. Call it when the work is
-// done, typically with defer, and never from inside one of the handle's own
-// queries, which it would wait for.
-func (p *Pool) NewContext(parent context.Context) (context.Context, context.CancelFunc) {
+// until none of the handle's queries is executing. Unlike a
+// context.CancelFunc, then, it blocks. Call it when the work is done,
+// typically with defer, and never from inside one of the handle's own
+// queries, which it would wait for; later calls do nothing more.
+func (p *Pool) NewContext(parent context.Context) (ctx context.Context, release func()) {
 	return p.newContext(parent, newRequestID())
 }
 
 // newContext is NewContext with the request id given.
-func (p *Pool) newContext(parent context.Context, id string) (context.Context, context.CancelFunc) {
+func (p *Pool) newContext(parent context.Context, id string) (context.Context, func()) {
 	cctx, cancel := context.WithCancel(parent)
 	ctx, h := p.newHandle(cctx, id)
 	return ctx, func() { cancel(); h.release() }
