@@ -30,7 +30,7 @@ type Class struct {
 	// Fanout of the class that does not fit into the free workers and this
 	// queue fails with ErrQueueFull, however full or empty the other
 	// classes' queues are; one of more than Workers+QueueSize queries, which
-	// never could, fails with ErrTooManyTasks. 0 means Config.QueueSize.
+	// never could, fails with ErrTooManyQueries. 0 means Config.QueueSize.
 	QueueSize int
 }
 

@@ -108,7 +108,7 @@ func TestNewValidatesClasses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cancel()
-	if err := Fanout(ctx, repeat(4+5+1, Func(noop))...); !errors.Is(err, ErrTooManyTasks) || p.Stats().Classes[1].Rejected != 1 {
+	if err := Fanout(ctx, repeat(4+5+1, Func(noop))...); !errors.Is(err, ErrTooManyQueries) || p.Stats().Classes[1].Rejected != 1 {
 		t.Errorf("10 queries in class b (fits 9): %v, %+v", err, p.Stats().Classes[1])
 	}
 	if err := Fanout(ctx, repeat(4+5, Func(noop))...); err != nil {

@@ -14,9 +14,16 @@ var (
 	// whole: none of its queries runs. It is an overload answer: retry later.
 	ErrQueueFull = errors.New("reqpool: queue full")
 
-	// ErrTooManyTasks is returned by Fanout when it is given more queries than
-	// Config.MaxFanout. None of them runs. It is a programming error, not load.
-	ErrTooManyTasks = errors.New("reqpool: too many queries in one Fanout")
+	// ErrTooManyQueries is returned by Fanout when it is given more queries
+	// than Config.MaxFanout. None of them runs. It is a programming error,
+	// not load.
+	ErrTooManyQueries = errors.New("reqpool: too many queries in one Fanout")
+
+	// ErrTooManyTasks is ErrTooManyQueries, under the name it had before
+	// reqpool spoke of queries alone.
+	//
+	// Deprecated: use ErrTooManyQueries; this alias goes in the next release.
+	ErrTooManyTasks = ErrTooManyQueries
 
 	// ErrClosed is returned by Fanout once Shutdown has been called.
 	ErrClosed = errors.New("reqpool: pool closed")

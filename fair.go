@@ -27,7 +27,7 @@ type class struct {
 	maxFanout int    // Config.MaxFanout, or Workers+queueSize if smaller: the most queries a Fanout may have
 	anon      *flow  // the flow of its requests that were given none
 
-	// Fanouts of its requests refused with ErrTooManyTasks, which Fanout
+	// Fanouts of its requests refused with ErrTooManyQueries, which Fanout
 	// counts without taking sched.mu; Stats adds them to counts.rejected.
 	tooMany atomic.Uint64
 

@@ -20,7 +20,7 @@ import (
 //
 // Fanout fails at once, running nothing, with ErrNoHandle if ctx carries no
 // handle, ErrUnknownClass if Config.Classify put the request in a class the
-// pool does not have, ErrTooManyTasks above Config.MaxFanout queries (or
+// pool does not have, ErrTooManyQueries above Config.MaxFanout queries (or
 // above Workers plus the QueueSize of the request's class), ErrQueueFull if
 // the queries do not all fit into the free workers and the free space of
 // the class's queue, ErrClosed after Shutdown, ctx.Err() if ctx is already
@@ -67,9 +67,9 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 		c.tooMany.Add(1)
 		recordRefusal(ctx, obs, h.refusal(n, RefusedTooMany))
 		if c.maxFanout < p.cfg.MaxFanout {
-			return fmt.Errorf("%w: %d queries, class %q fits %d (Workers+QueueSize)", ErrTooManyTasks, n, c.name, c.maxFanout)
+			return fmt.Errorf("%w: %d queries, class %q fits %d (Workers+QueueSize)", ErrTooManyQueries, n, c.name, c.maxFanout)
 		}
-		return fmt.Errorf("%w: %d queries, MaxFanout is %d", ErrTooManyTasks, n, p.cfg.MaxFanout)
+		return fmt.Errorf("%w: %d queries, MaxFanout is %d", ErrTooManyQueries, n, p.cfg.MaxFanout)
 	}
 	if err := checkQueries(queries); err != nil {
 		return err

@@ -100,7 +100,7 @@ type RefusalReason uint8
 
 const (
 	RefusedQueueFull RefusalReason = iota // ErrQueueFull
-	RefusedTooMany                        // ErrTooManyTasks
+	RefusedTooMany                        // ErrTooManyQueries
 	RefusedClosed                         // ErrClosed
 )
 

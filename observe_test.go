@@ -192,8 +192,8 @@ func TestObserverPanicContained(t *testing.T) {
 			return
 		}
 		// One refused: too many queries.
-		if err := Fanout(r.Context(), repeat(9, Func(noop))...); !errors.Is(err, ErrTooManyTasks) {
-			t.Errorf("a Fanout of 9 with MaxFanout 8: %v, want ErrTooManyTasks", err)
+		if err := Fanout(r.Context(), repeat(9, Func(noop))...); !errors.Is(err, ErrTooManyQueries) {
+			t.Errorf("a Fanout of 9 with MaxFanout 8: %v, want ErrTooManyQueries", err)
 		}
 		fmt.Fprint(w, sum.Load())
 	}, nil)

@@ -40,11 +40,11 @@ type Config struct {
 	PerRequest int
 
 	// MaxFanout is the most queries one Fanout call may have; more gives
-	// ErrTooManyTasks. 0 means DefaultMaxFanout (128), lowered to
+	// ErrTooManyQueries. 0 means DefaultMaxFanout (128), lowered to
 	// Workers+QueueSize (with Classes, the largest class queue) when that is
 	// smaller. A larger explicit value is rejected, since such a Fanout could
 	// never fit. A class whose queue is smaller refuses, with
-	// ErrTooManyTasks, a Fanout of more than Workers plus its QueueSize.
+	// ErrTooManyQueries, a Fanout of more than Workers plus its QueueSize.
 	MaxFanout int
 
 	// RetryAfter is the delay that WriteError advertises in the Retry-After
@@ -254,7 +254,7 @@ type Stats struct {
 	Failed    uint64 // of Completed, those that returned an error or panicked while their Fanout's context was live
 	Cancelled uint64 // of Completed, those that returned an error once their Fanout's context had ended: hang-up, deadline, a sibling failed, or Shutdown
 	Dropped   uint64 // admitted queries that never started, for the reasons that cancel them
-	Rejected  uint64 // Fanout calls refused with ErrQueueFull, ErrTooManyTasks or ErrClosed
+	Rejected  uint64 // Fanout calls refused with ErrQueueFull, ErrTooManyQueries or ErrClosed
 
 	// Classes has the same figures for each class, in Config.Classes'
 	// order; the pool's are their sums. Without Classes, it has one entry,

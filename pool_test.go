@@ -240,8 +240,8 @@ func TestFanoutRejectsBadInput(t *testing.T) {
 	if err := Fanout(context.Background(), noop); !errors.Is(err, ErrNoHandle) {
 		t.Errorf("without a handle: %v, want ErrNoHandle", err)
 	}
-	if err := Fanout(ctx, repeat(4, noop)...); !errors.Is(err, ErrTooManyTasks) {
-		t.Errorf("4 queries with MaxFanout 3: %v, want ErrTooManyTasks", err)
+	if err := Fanout(ctx, repeat(4, noop)...); !errors.Is(err, ErrTooManyQueries) {
+		t.Errorf("4 queries with MaxFanout 3: %v, want ErrTooManyQueries", err)
 	}
 	// Every invalid Query: ErrInvalidQuery in a *QueryError with its
 	// index, nothing run, no panic.

@@ -182,7 +182,7 @@ func TestHTTP(t *testing.T) {
 	fanout("/panic", errPanic, reqpool.Func(func(context.Context) error { panic("bug") }))
 	cancelled := &pgError{code: "57014"}
 	fanout("/pg", cancelled, fail(fmt.Errorf("count users: %w", cancelled)))
-	fanout("/toomany", reqpool.ErrTooManyTasks, slices.Repeat([]reqpool.Query{sleep(0)}, 5)...)
+	fanout("/toomany", reqpool.ErrTooManyQueries, slices.Repeat([]reqpool.Query{sleep(0)}, 5)...)
 
 	srv := httptest.NewServer(otelhttp.NewHandler(reqpool.Middleware(pool)(mux), "server",
 		otelhttp.WithTracerProvider(tel.tp), otelhttp.WithMeterProvider(metricnoop.NewMeterProvider())))

@@ -205,8 +205,8 @@ reqpool_rejected_total{class="",reason="closed"} 0
 	}
 
 	// Refused: above MaxFanout.
-	if err := reqpool.Fanout(ctx, ok, ok, ok, ok); !errors.Is(err, reqpool.ErrTooManyTasks) {
-		t.Fatalf("Fanout of 4 = %v, want ErrTooManyTasks", err)
+	if err := reqpool.Fanout(ctx, ok, ok, ok, ok); !errors.Is(err, reqpool.ErrTooManyQueries) {
+		t.Fatalf("Fanout of 4 = %v, want ErrTooManyQueries", err)
 	}
 
 	// Refused: the queue is full. One query holds the only worker and two
