@@ -32,7 +32,7 @@ RACE_SECS_benchmarks := 50
 test: test-intro packages-tests vet tidy race
 
 test-intro:
-	@echo "make test: go vet, go mod tidy -diff and go test -race in $(MODULES): about 1.5 minutes (about 4 minutes on a machine's first run, which installs Debian's packages, downloads and compiles everything)"
+	@echo "make test: go vet, go mod tidy -diff and go test -race in $(MODULES): about 3 minutes (about 8 minutes on a machine's first run, which installs Debian's packages, downloads and compiles everything)"
 
 # What the tests need beyond Go: a C compiler for -race, PostgreSQL,
 # PgBouncer and Chromium, installed as root in one apt-get run
@@ -78,7 +78,7 @@ race: modules
 # wrapper, and make then exits 130 (GNU make always does when interrupted).
 demo:
 	@scripts/ensure-packages.sh demo
-	@echo "building $(DEMO_BIN) (about 25 s the first time)..."
+	@echo "building $(DEMO_BIN) (about 1 minute the first time on a machine, which downloads the modules)..."
 	@cd examples/dashboard && $(GO) build -o dashboard .
 	@echo "starting the demo on a throwaway PostgreSQL; it seeds an empty database first (about 8 s)..."
 	@run='scripts/with-postgres.sh --for demo $(DEMO_BIN) -addr $(DEMO_ADDR) $(DEMO_ARGS)'; \

@@ -318,7 +318,7 @@ func printBanner(w io.Writer, b banner) {
 	}
 	if b.ServerTiming {
 		timing = fmt.Sprintf(`
-  curl -si %s/orgs/1/dashboard | grep -i '^server-timing'     # ms its 5 queries waited and ran; devtools show it too`, b.URL)
+  curl -si %s/orgs/1/dashboard | grep -i '^server-timing'     # its queries' wall time, and their wait and run summed; devtools show them`, b.URL)
 	}
 	if b.DebugURL != "" {
 		debug = fmt.Sprintf(`
