@@ -152,6 +152,13 @@ func BenchmarkRequest(b *testing.B) {
 	}
 	b.Run("impl=bare", serveEach(bare))
 	b.Run("impl=middleware", serveEach(Middleware(p)(bare)))
+	// What doc.go quotes for a new request with a Fanout of 8: through
+	// Middleware, as a service runs it.
+	b.Run("impl=middleware+fanout8", serveEach(Middleware(p)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := Fanout(r.Context(), qs...); err != nil {
+			b.Error(err)
+		}
+	}))))
 
 	perRequest := []struct {
 		name string

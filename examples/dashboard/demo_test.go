@@ -51,8 +51,8 @@ func TestMakeDemoWithoutTerminal(t *testing.T) {
 				d.pasteBanner(t)
 			}
 			answered := make(chan error, 1)
-			go func() { answered <- getOK(d.url + "/orgs/1/report?sleep=1") }()
-			d.waitRunning(t)
+			go func() { answered <- getOK(d.url+"/orgs/1/report?sleep=1", "in-flight") }()
+			d.waitRunning(t, "in-flight")
 
 			target := d.appGroup(t)
 			if tc.toMake {
@@ -178,24 +178,29 @@ func (d *demo) output() string {
 	return d.out.String()
 }
 
-// waitRunning waits until the app's pool runs a query, as its debug page
-// says.
-func (d *demo) waitRunning(t *testing.T) {
+// waitRunning waits until the request with the id given runs a query, as
+// the app's debug page says.
+func (d *demo) waitRunning(t *testing.T, id string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var page struct {
-			Stats struct{ Running int } `json:"stats"`
+			Requests []struct {
+				ID      string `json:"id"`
+				Running int    `json:"running"`
+			} `json:"requests"`
 		}
 		resp, err := http.Get(d.debugURL + "/debug/reqpool?format=json")
 		if err == nil {
 			err = json.NewDecoder(resp.Body).Decode(&page)
 			resp.Body.Close()
 		}
-		if err == nil && page.Stats.Running > 0 {
-			return
+		for _, r := range page.Requests {
+			if r.ID == id && r.Running > 0 {
+				return
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no query running after 30 s (last error: %v)", err)
+			t.Fatalf("request %s not running after 30 s (last error: %v)", id, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -275,9 +280,15 @@ func (d *demo) pasteBanner(t *testing.T) {
 	wg.Wait()
 }
 
-// getOK gets url and returns an error unless the answer is 200 OK.
-func getOK(url string) error {
-	resp, err := http.Get(url)
+// getOK gets url with the request id given, and returns an error unless
+// the answer is 200 OK.
+func getOK(url, id string) error {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Request-ID", id)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
