@@ -54,9 +54,10 @@
 // against 6); the handle registers with the scheduler at its first Fanout.
 // A new request through Middleware with a Fanout of 8 no-op queries costs
 // 0.64× a global semaphore.Weighted with an errgroup serially and 0.88× from
-// GOMAXPROCS goroutines, in 11 allocations against 20; a Fanout of 8 on a
-// handle that has fanned out before, about 600–720 ns and 3 allocations on
-// a 2-core machine (BenchmarkRequest, BenchmarkFanout8; BENCHMARKS.md,
+// GOMAXPROCS goroutines, in 10 allocations through Middleware
+// (BenchmarkRequest, impl=middleware+fanout8) against the semaphore's 20;
+// a Fanout of 8 on a handle that has fanned out before, about 600–720 ns
+// and 3 allocations on a 2-core machine (BenchmarkFanout8; BENCHMARKS.md,
 // scenario 1, has pond and ants). A request in a named flow of a pool with
 // classes costs about 1.13× that, and 2 allocations more when its flow is
 // new (BenchmarkRequest, impl=reqpool-classes). The caller runs its own queries while a
