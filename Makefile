@@ -62,7 +62,7 @@ tidy: modules
 # race_step(module): a progress line, then the module's tests.
 # CGO_ENABLED=1: the race detector is cgo, and Go turns cgo off by default
 # where it finds no C compiler, with a less helpful error.
-race_step = echo "go test -race ./... in $(1) (about $(or $(RACE_SECS_$(1)),30) s$(if $(filter $(1),$(firstword $(MODULES))),; on a machine's first run each module first compiles for the race detector: up to a minute more))"; t0=$$(date +%s); (cd $(1) && CGO_ENABLED=1 $(GO) test -race -count=1 ./...); echo "  ($(1): $$(($$(date +%s) - t0)) s)";
+race_step = echo "go test -race ./... in $(1) (about $(or $(RACE_SECS_$(1)),30) s$(if $(filter $(1),$(firstword $(MODULES))),; on the first run on a machine each module first compiles for the race detector: up to a minute more))"; t0=$$(date +%s); (cd $(1) && CGO_ENABLED=1 $(GO) test -race -count=1 ./...); echo "  ($(1): $$(($$(date +%s) - t0)) s)";
 
 race: modules
 	@scripts/with-postgres.sh --for tests sh -c 'set -e; $(foreach m,$(MODULES),$(call race_step,$(m)))'

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/reqpool/reqpool"
+	"github.com/reqpool/reqpool/internal/reqtest"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -105,36 +106,6 @@ func attr(kvs []attribute.KeyValue, key attribute.Key) attribute.Value {
 		}
 	}
 	return attribute.Value{}
-}
-
-func newPool(t *testing.T, cfg reqpool.Config) *reqpool.Pool {
-	t.Helper()
-	p, err := reqpool.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	})
-	return p
-}
-
-// sleep is a query that takes d, or returns early with the context's error.
-func sleep(d time.Duration) reqpool.Query {
-	return reqpool.Func(func(ctx context.Context) error {
-		tm := time.NewTimer(d)
-		defer tm.Stop()
-		select {
-		case <-tm.C:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	})
 }
 
 // errPanic stands for a *reqpool.PanicError in TestHTTP.
@@ -723,3 +694,8 @@ func TestUnknownClass(t *testing.T) {
 		attribute.NewSet(keyClass.String("a"), keyReason.String("unknown")):        1,
 	})
 }
+
+var (
+	newPool = reqtest.NewPool
+	sleep   = reqtest.Sleep
+)

@@ -19,27 +19,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/reqpool/reqpool"
+	"github.com/reqpool/reqpool/internal/reqtest"
 	"github.com/reqpool/reqpool/reqprom"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// newPool returns a pool that is shut down when the test ends.
-func newPool(t testing.TB, cfg reqpool.Config) *reqpool.Pool {
-	t.Helper()
-	p, err := reqpool.New(cfg)
-	if err != nil {
-		t.Fatalf("New(%+v): %v", cfg, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	})
-	return p
-}
 
 // register returns a new registry with p's collector in it.
 func register(t testing.TB, p *reqpool.Pool) (*prometheus.Registry, prometheus.Collector) {
@@ -50,20 +34,6 @@ func register(t testing.TB, p *reqpool.Pool) (*prometheus.Registry, prometheus.C
 		t.Fatalf("Register: %v", err)
 	}
 	return reg, c
-}
-
-// sleep is a query that takes d, or returns early with the context's error.
-func sleep(d time.Duration) reqpool.Query {
-	return reqpool.Func(func(ctx context.Context) error {
-		tm := time.NewTimer(d)
-		defer tm.Stop()
-		select {
-		case <-tm.C:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	})
 }
 
 var (
@@ -682,3 +652,8 @@ func waitFor(t *testing.T, p *reqpool.Pool, cond func(reqpool.Stats) bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+var (
+	newPool = reqtest.NewPool
+	sleep   = reqtest.Sleep
+)

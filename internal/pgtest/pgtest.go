@@ -24,6 +24,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/reqpool/reqpool"
+	"github.com/reqpool/reqpool/internal/reqtest"
 )
 
 // Opener is reqpool.OpenPostgres or reqpgx.Open.
@@ -54,22 +55,8 @@ func Env(t *testing.T, name string) string {
 	return v
 }
 
-// NewPool returns a pool shut down when the test ends.
-func NewPool(t *testing.T, cfg reqpool.Config) *reqpool.Pool {
-	t.Helper()
-	p, err := reqpool.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	})
-	return p
-}
+// NewPool returns a pool shut down when the test ends (reqtest.NewPool).
+func NewPool(t *testing.T, cfg reqpool.Config) *reqpool.Pool { return reqtest.NewPool(t, cfg) }
 
 // Open opens dsn with open for p, closed when the test ends.
 func Open(t *testing.T, open Opener, dsn string, p *reqpool.Pool) *sqlx.DB {
