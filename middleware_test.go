@@ -256,23 +256,30 @@ func launch(c *http.Client, url string, start time.Time, at time.Duration, out c
 }
 
 // TestFairSeedCase is the case from the Flask/ThreadPoolExecutor question,
-// with Workers=4: two requests of n queries, the second arriving a little
-// after the first. The one nearer completion goes first, so every query of
-// the first completes before any of the second: they finish at n/4×T and
-// 2×n/4×T, which no policy beats. Round-robin would interleave them and
+// with Workers=4: two requests of n queries, the second arriving once the
+// first's queries run. The one nearer completion goes first, so every query
+// of the first completes before any of the second: they finish at n/4×T
+// and 2×n/4×T, which no policy beats. Round-robin would interleave them and
 // finish the first later. The order of completions is the assertion; the
 // times are logged.
 func TestFairSeedCase(t *testing.T) { eachLayout(t, inFairSeedCase) }
 
 func inFairSeedCase(t *testing.T, l layout) {
-	const T = 100 * time.Millisecond
-	p := l.pool(t, Config{Workers: 4})
+	const (
+		T       = 100 * time.Millisecond
+		workers = 4
+	)
+	p := l.pool(t, Config{Workers: workers})
 	var mu sync.Mutex // protects order
 	var order []string
+	startedA := make(chan struct{}, 64) // a query of the first request started
 	srv, cl := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
 		tag := r.URL.Query().Get("tag")
 		q := Func(func(ctx context.Context) error {
+			if tag == "a" {
+				startedA <- struct{}{}
+			}
 			err := sleep(T).run(ctx)
 			mu.Lock()
 			order = append(order, tag)
@@ -283,23 +290,22 @@ func inFairSeedCase(t *testing.T, l layout) {
 	}, nil)
 	url := func(n int, tag string) string { return fmt.Sprintf("%s?n=%d&tag=%s", srv.URL, n, tag) }
 
-	for _, c := range []struct {
-		name string
-		n    int           // queries per request
-		gap  time.Duration // between the two arrivals
-	}{
-		{"4x4", 4, 20 * time.Millisecond},
-		{"8x8", 8, 5 * time.Millisecond},
-	} {
-		t.Run(c.name, func(t *testing.T) {
+	for _, n := range []int{4, 8} { // queries per request
+		t.Run(fmt.Sprintf("%dx%d", n, n), func(t *testing.T) {
 			mu.Lock()
 			order = nil
 			mu.Unlock()
 			first, second := make(chan reply, 1), make(chan reply, 1)
 			start := time.Now()
-			launch(cl, url(c.n, "a"), start, 0, first)
-			launch(cl, url(c.n, "b"), start, c.gap, second)
+			launch(cl, url(n, "a"), start, 0, first)
+			for range workers { // the first request's queries hold every worker
+				<-startedA
+			}
+			launch(cl, url(n, "b"), start, 0, second)
 			r1, r2 := <-first, <-second
+			for len(startedA) > 0 {
+				<-startedA
+			}
 			t.Logf("finished at %v and %v (T=%v)", r1.doneAt, r2.doneAt, T)
 			for _, r := range []reply{r1, r2} {
 				if r.err != nil || r.status != http.StatusOK {
@@ -308,7 +314,7 @@ func inFairSeedCase(t *testing.T, l layout) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			want := slices.Concat(slices.Repeat([]string{"a"}, c.n), slices.Repeat([]string{"b"}, c.n))
+			want := slices.Concat(slices.Repeat([]string{"a"}, n), slices.Repeat([]string{"b"}, n))
 			if !slices.Equal(order, want) {
 				t.Errorf("completions %v, want every query of the first request before any of the second", order)
 			}
