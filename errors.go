@@ -2,9 +2,12 @@ package reqpool
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"runtime/debug"
+	"syscall"
 )
 
 // Sentinel errors. Fanout and New wrap them with detail; test with errors.Is.
@@ -89,6 +92,35 @@ func (e *QueryError) Unwrap() []error {
 		return []error{e.Err, e.ctx}
 	}
 	return []error{e.Err}
+}
+
+// Is reports whether target is ErrDBUnavailable and the query failed, its
+// context still live, because the database went away under it for a
+// moment (see transient): errors.Is(err, ErrDBUnavailable) then holds, and
+// WriteError answers 503 with Retry-After, while errors.As still reaches
+// the driver's error.
+func (e *QueryError) Is(target error) bool {
+	return target == ErrDBUnavailable && e.ctx == nil && transient(e.Err)
+}
+
+// transient reports whether err, what a query returned, says that its
+// server is shutting down or restarting, or its connection broke
+// mid-statement: conditions that a retry a moment later may not meet.
+// SQLSTATE 57P01 admin_shutdown, 57P02 crash_shutdown and 57P03
+// cannot_connect_now, as lib/pq's *pq.Error and pgx's *pgconn.PgError
+// report them (SQLState); a connection reset by the server, a closed pipe,
+// an unexpected EOF, and database/sql's driver.ErrBadConn.
+func transient(err error) bool {
+	var s interface{ SQLState() string }
+	if errors.As(err, &s) {
+		switch s.SQLState() {
+		case "57P01", "57P02", "57P03":
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, driver.ErrBadConn)
 }
 
 // PanicError is what a query that panicked returns instead: the process keeps

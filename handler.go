@@ -11,9 +11,12 @@ import (
 // WriteError answers an HTTP request whose Fanout failed with err, with the
 // status ErrorStatus chooses, and never with the error's text:
 //
-//   - ErrQueueFull, ErrClosed or ErrDBUnavailable, or a request cancelled by
-//     a Shutdown that ran out of time: 503 Service Unavailable with a
-//     Retry-After header of Config.RetryAfter, rounded up to whole seconds;
+//   - ErrQueueFull, ErrClosed or ErrDBUnavailable (a database refusing
+//     connections, or one that went away under a query: a server shutting
+//     down or restarting, a connection broken mid-statement; see
+//     QueryError.Is), or a request cancelled by a Shutdown that ran out of
+//     time: 503 Service Unavailable with a Retry-After header of
+//     Config.RetryAfter, rounded up to whole seconds;
 //   - a deadline of a context the handler derived itself (a Fanout
 //     timeout): 504 Gateway Timeout;
 //   - anything else: 500 Internal Server Error with a generic body. Log err

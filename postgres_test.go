@@ -3,14 +3,18 @@ package reqpool
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -503,5 +507,55 @@ func TestPQCancelKey(t *testing.T) {
 	var pqErr *pq.Error
 	if err := <-errc; !errors.As(err, &pqErr) || pqErr.Code != "57014" {
 		t.Errorf("statement after SendCancel: %v, want 57014", err)
+	}
+}
+
+// TestTransientErrorsAre503: a query that failed because its server shut
+// down or restarted, or its connection broke mid-statement, fails its
+// Fanout with an error that matches ErrDBUnavailable, keeps the driver's
+// error for errors.As, and is answered 503; any other SQLSTATE, and a
+// transient error after the request's context ended, are not.
+func TestTransientErrorsAre503(t *testing.T) {
+	p := newPool(t, Config{Workers: 2})
+	for _, c := range []struct {
+		name      string
+		err       error
+		transient bool
+	}{
+		{"57P01 admin_shutdown", &pq.Error{Code: "57P01", Message: "terminating connection due to administrator command"}, true},
+		{"57P02 crash_shutdown", &pq.Error{Code: "57P02"}, true},
+		{"57P03 cannot_connect_now", &pq.Error{Code: "57P03"}, true},
+		{"reset", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, true},
+		{"unexpected EOF", fmt.Errorf("failed to receive message: %w", io.ErrUnexpectedEOF), true},
+		{"bad conn", driver.ErrBadConn, true},
+		{"23505 unique_violation", &pq.Error{Code: "23505"}, false},
+		{"57014 query_canceled", &pq.Error{Code: "57014"}, false},
+		{"plain", errors.New("boom"), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := handleCtx(t, p)
+			err := Fanout(ctx, Func(noop), Func(func(context.Context) error { return c.err }))
+			if got := errors.Is(err, ErrDBUnavailable); got != c.transient {
+				t.Errorf("errors.Is(%v, ErrDBUnavailable) = %v, want %v", err, got, c.transient)
+			}
+			if !errors.Is(err, c.err) {
+				t.Errorf("%v does not reach the query's error", err)
+			}
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			want := map[bool]int{true: http.StatusServiceUnavailable, false: http.StatusInternalServerError}[c.transient]
+			if got := ErrorStatus(r, err); got != want {
+				t.Errorf("ErrorStatus = %d, want %d", got, want)
+			}
+		})
+	}
+	// After the context ended, the cause counts, not the broken connection.
+	ctx, cancel := context.WithCancel(handleCtx(t, p))
+	err := Fanout(ctx, Func(func(ctx context.Context) error {
+		cancel()
+		<-ctx.Done()
+		return io.ErrUnexpectedEOF
+	}))
+	if errors.Is(err, ErrDBUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Errorf("a broken connection after the context ended: %v, want context.Canceled and not ErrDBUnavailable", err)
 	}
 }

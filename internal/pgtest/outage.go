@@ -19,7 +19,8 @@ import (
 )
 
 // Outage stops PostgreSQL (REQPOOL_PGCTL stop) under a load of 16 HTTP
-// callers, keeps the load on for 2 s, and starts it again. The app reaches
+// callers, keeps the load on for 2 s, and starts it again; every request is
+// answered 200 or 503. The app reaches
 // PostgreSQL through a TCP forwarder of the test's, as it would through a
 // load balancer, which counts the connections the app opens. While the
 // database is down, the app must make a few connection attempts a second,
@@ -140,6 +141,17 @@ func Outage(t *testing.T, open Opener) {
 	}
 	if recovered < 0 || recovered > time.Second {
 		t.Errorf("requests succeeded again %v after the database was back, want within 1s", recovered)
+	}
+	// The statements that the stop broke (57P01, a reset, an EOF) are
+	// transient too: 503, for the client to retry, never 500.
+	others := map[int]int{}
+	for _, r := range results {
+		if r.status != http.StatusOK && r.status != http.StatusServiceUnavailable {
+			others[r.status]++
+		}
+	}
+	if len(others) > 0 {
+		t.Errorf("requests answered neither 200 nor 503, by status: %v", others)
 	}
 }
 
