@@ -18,16 +18,17 @@ import (
 	"github.com/reqpool/reqpool"
 )
 
-// Outage stops PostgreSQL (REQPOOL_PGCTL stop) under a load of 16 HTTP
-// callers, keeps the load on for 2 s, and starts it again; every request is
-// answered 200 or 503. The app reaches
+// Outage stops PostgreSQL (REQPOOL_PGCTL stop -m mode: "fast", which
+// terminates the backends with 57P01, or "immediate", which kills them and
+// breaks their connections) under a load of 16 HTTP callers, keeps the load
+// on for 2 s, and starts it again; every request is answered 200 or 503. The app reaches
 // PostgreSQL through a TCP forwarder of the test's, as it would through a
 // load balancer, which counts the connections the app opens. While the
 // database is down, the app must make a few connection attempts a second,
 // not thousands, and requests must fail at once with
 // reqpool.ErrDBUnavailable (answered 503); once it is back, requests must
 // succeed again within a second.
-func Outage(t *testing.T, open Opener) {
+func Outage(t *testing.T, open Opener, mode string) {
 	const (
 		callers = 16
 		down    = 2 * time.Second
@@ -80,15 +81,15 @@ func Outage(t *testing.T, open Opener) {
 	}
 	defer func() { stop(); wg.Wait() }()
 
-	pg := func(verb string) time.Time {
+	pg := func(args ...string) time.Time {
 		t.Helper()
-		if out, err := exec.Command(pgctl, verb).CombinedOutput(); err != nil {
-			t.Fatalf("%s %s: %v\n%s", pgctl, verb, err, out)
+		if out, err := exec.Command(pgctl, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v\n%s", pgctl, args, err, out)
 		}
 		return time.Now()
 	}
 	time.Sleep(300 * time.Millisecond)
-	stopped := pg("stop")
+	stopped := pg("stop", "-m", mode)
 	restarted := false
 	defer func() {
 		if !restarted { // a failure below: leave the server running for the tests that follow

@@ -160,5 +160,6 @@ func Suite(t *testing.T, open Opener) {
 		t.Run("keep/"+tg.Name, func(t *testing.T) { CancelKeepsConnection(t, open, tg.DSN) })
 		t.Run("hangup/"+tg.Name, func(t *testing.T) { HangUpSoak(t, open, tg.DSN, 1000, 50) })
 	}
-	t.Run("outage", func(t *testing.T) { Outage(t, open) })
+	t.Run("outage", func(t *testing.T) { Outage(t, open, "fast") })
+	t.Run("outage/immediate", func(t *testing.T) { Outage(t, open, "immediate") })
 }
