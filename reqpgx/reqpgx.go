@@ -52,9 +52,10 @@ import (
 //     after 150 ms that never leaves a statement running, and the
 //     connection kept when the cancel landed. pgx's default closes the
 //     socket at once, which through PgBouncer leaves the statement
-//     running on the server and costs a new connection every time. pgx's default closes the socket at once, which through
-//     PgBouncer leaves the statement running on the server and costs a
-//     new connection every time.
+//     running on the server and costs a new connection every time. pgx's
+//     own CancelRequests (it sends one whenever it closes a connection
+//     after an error, a failed connection attempt included) are refused
+//     without dialling: the Canceller has cancelled what needed it.
 //   - At most one connection attempt per 250 ms while attempts fail; the
 //     others fail at once with reqpool.ErrDBUnavailable.
 //   - A TCP connection to itself is closed and reported as a dial error.
@@ -78,6 +79,13 @@ func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 	cfg.DialFunc = func(ctx context.Context, network, address string) (net.Conn, error) {
 		if err := pgwire.CheckDial(network); err != nil {
 			return nil, err
+		}
+		if ctx.Value(connectingKey{}) == nil {
+			// Not a connection attempt of ours (see connecting): pgx's
+			// own CancelRequest, from asyncClose. In an outage it doubled
+			// the dials of every failed attempt; in a storm of hang-ups,
+			// through PgBouncer, each costs the server a process.
+			return nil, errOwnCancel
 		}
 		c, err := dial(ctx, network, address)
 		if err != nil {
@@ -114,14 +122,30 @@ func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 	}
 	opt := stdlib.OptionResetSession(discardCancelled)
 	gate = pgwire.NewGate(&pgwire.CheckingConnector{
-		With:    stdlib.GetConnector(*with, opt),
-		Without: stdlib.GetConnector(*without, opt),
+		With:    connecting{stdlib.GetConnector(*with, opt)},
+		Without: connecting{stdlib.GetConnector(*without, opt)},
 		Refused: refusedParameter,
 	})
 	db := sql.OpenDB(gate)
 	reqpool.SizeDB(db, p)
 	return sqlx.NewDb(db, "pgx"), nil
 }
+
+// connecting is a driver.Connector that marks the context of each of its
+// connection attempts (connectingKey), so that Open's DialFunc tells the
+// dial of a connection from the dial of a CancelRequest that pgx sends on
+// its own: pgx dials both with DialFunc, the latter with a context of its
+// own making.
+type connecting struct{ driver.Connector }
+
+type connectingKey struct{}
+
+func (c connecting) Connect(ctx context.Context) (driver.Conn, error) {
+	return c.Connector.Connect(context.WithValue(ctx, connectingKey{}, true))
+}
+
+// errOwnCancel refuses pgx's own CancelRequests (see Open).
+var errOwnCancel = errors.New("reqpgx: pgx's own CancelRequest is not sent: reqpool cancels its statements itself")
 
 // chaserKey is the key of a connection's chaser in its pgconn CustomData.
 const chaserKey = "reqpool.chaser"

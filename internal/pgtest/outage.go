@@ -131,8 +131,11 @@ func Outage(t *testing.T, open Opener, mode string) {
 	perSec := float64(dialsDown) / down.Seconds()
 	t.Logf("database down %v under %d callers: %d requests (%d ok, %d failed, %d with ErrDBUnavailable), latency p50 %v p99 %v; %d connections opened (%.1f/s); back in use %v after the server was ready",
 		down, callers, len(downLat), downOK, downFail, unavailable.Load(), downLat[len(downLat)/2].Round(10*time.Microsecond), p99.Round(10*time.Microsecond), dialsDown, perSec, recovered.Round(time.Millisecond))
-	if perSec > 8 {
-		t.Errorf("%.1f connection attempts a second while the database was down, want a few (at most 8)", perSec)
+	// The gate allows 4 a second (RetryInterval); 6 leaves room for the
+	// attempts already under way when the server went, and catches a
+	// second dial per attempt (pgx's own CancelRequest did that: 8.0/s).
+	if perSec > 6 {
+		t.Errorf("%.1f connection attempts a second while the database was down, want a few (at most 6)", perSec)
 	}
 	if p99 > 100*time.Millisecond {
 		t.Errorf("requests took up to %v (p99) while the database was down, want them to fail at once", p99)
