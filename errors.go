@@ -123,6 +123,13 @@ func transient(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, driver.ErrBadConn)
 }
 
+// panicked reports whether err, what a query returned, says that it
+// panicked or called runtime.Goexit.
+func panicked(err error) bool {
+	_, ok := err.(*PanicError)
+	return ok || err == errGoexit
+}
+
 // PanicError is what a query that panicked returns instead: the process keeps
 // running and Fanout reports it like any other failure, wrapped in a
 // *QueryError.

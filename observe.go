@@ -226,10 +226,10 @@ func (g *group) recordQuery(i int, started time.Time, err error) time.Time {
 	}
 	rec := g.record(i)
 	rec.Started, rec.Finished, rec.Err = started, now(), err
-	switch _, panicked := err.(*PanicError); {
+	switch {
 	case err == nil:
 		rec.Outcome = OutcomeOK
-	case panicked || err == errGoexit:
+	case panicked(err):
 		rec.Outcome = OutcomePanic
 	default:
 		rec.Outcome = OutcomeError

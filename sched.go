@@ -274,7 +274,7 @@ func (s *sched) finish(g *group, i int, err error, counted bool) {
 	if err != nil {
 		// Its Fanout's context ended (the caller's, a sibling's failure,
 		// Shutdown) before it returned: cancelled, unless it panicked.
-		if _, panicked := err.(*PanicError); g.Err() != nil && !panicked && err != errGoexit {
+		if g.Err() != nil && !panicked(err) {
 			c.counts.cancelled++
 		} else {
 			c.counts.failed++

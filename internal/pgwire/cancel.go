@@ -44,11 +44,13 @@ const (
 	// takes 60 to 150 ms under load, most statements reach it: the hang-up
 	// soak's handlers came back within 201 to 230 ms (p99) of their
 	// hang-up with 200 ms, 152 to 170 ms with 150, at the cost of more
-	// PgBouncer client connections cut off (cheap: no server process). A connection cut off is never reused. If its backend
-	// checks its client socket (CheckInterval), the socket is closed,
-	// which ends the statement within CheckInterval; otherwise it is
-	// released (Socket.Release) and the CancelRequests go on, backing off,
-	// until the statement ends or DrainLimit.
+	// PgBouncer client connections cut off (cheap: no server process).
+	//
+	// A connection cut off is never reused. If its backend checks its
+	// client socket (CheckInterval), the socket is closed, which ends the
+	// statement within CheckInterval; otherwise it is released
+	// (Socket.Release) and the CancelRequests go on, backing off, until the
+	// statement ends or DrainLimit.
 	CutOff = 150 * time.Millisecond
 
 	// MaxRetryWait caps the time between two cancels of one statement. A
