@@ -111,7 +111,7 @@
 //     ended; cancel with pg_cancel_backend over a connection kept for it
 //     when they reach PostgreSQL itself, and with CancelRequests through
 //     PgBouncer; send again, backing off, while the statement runs; free
-//     the caller after 150 ms without leaving the statement running; and
+//     the caller after 100 ms without leaving the statement running; and
 //     keep the connection when the cancel landed. The CancelRequests go in
 //     the clear, as lib/pq's own do; a PgBouncer that demands TLS from its
 //     clients refuses them, and only the cut-off remains. Cancels counts

@@ -65,7 +65,7 @@ const DefaultConnectTimeout = 5 * time.Second
 //     pg_cancel_backend over a connection kept for it (no new process on
 //     the server), otherwise with a CancelRequest; again after 50 ms and
 //     then backing off, while it still runs; at most 16 CancelRequests
-//     out at once per database. After 150 ms the caller is freed: a
+//     out at once per database. After 100 ms the caller is freed: a
 //     direct connection is closed (the server ends the statement within
 //     100 ms), one through PgBouncer is released but held open, so that
 //     PgBouncer keeps the statement cancellable, until the server reports

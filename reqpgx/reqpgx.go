@@ -49,7 +49,7 @@ import (
 //   - The cancel and client_connection_check_interval of
 //     reqpool.OpenPostgres (see its doc): pg_cancel_backend on a direct
 //     connection, CancelRequests backing off through PgBouncer, a cut-off
-//     after 150 ms that never leaves a statement running, and the
+//     after 100 ms that never leaves a statement running, and the
 //     connection kept when the cancel landed. pgx's default closes the
 //     socket at once, which through PgBouncer leaves the statement
 //     running on the server and costs a new connection every time. pgx's

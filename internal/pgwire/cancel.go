@@ -40,18 +40,23 @@ const (
 
 	// CutOff is how long a statement may outlive its context before the
 	// Canceller frees the driver, so that the caller returns whatever the
-	// server does. Through PgBouncer, whose forwarding of a CancelRequest
-	// takes 60 to 150 ms under load, most statements reach it: the hang-up
-	// soak's handlers came back within 201 to 230 ms (p99) of their
-	// hang-up with 200 ms, 152 to 170 ms with 150, at the cost of more
-	// PgBouncer client connections cut off (cheap: no server process).
+	// server does. Through PgBouncer most cancels land within it only while
+	// PgBouncer has a server connection for the statement: it drops a
+	// CancelRequest for a client that still waits for one (pgbouncer#1222),
+	// and in a storm of hang-ups clients wait, as PgBouncer opens server
+	// connections one at a time (SHOW POOLS in the hang-up soak: 10 to 24
+	// clients waiting, 1 to 11 servers active). Such a statement can only be
+	// cut off. The hang-up soak's handlers came back within 201 to 230 ms
+	// (p99) of their hang-up with 200 ms, 152 to 170 ms with 150, and 100 to
+	// 103 ms with 100, at the cost of more PgBouncer client connections
+	// cut off (cheap: no server process).
 	//
 	// A connection cut off is never reused. If its backend checks its
 	// client socket (CheckInterval), the socket is closed, which ends the
 	// statement within CheckInterval; otherwise it is released
 	// (Socket.Release) and the CancelRequests go on, backing off, until the
 	// statement ends or DrainLimit.
-	CutOff = 150 * time.Millisecond
+	CutOff = 100 * time.Millisecond
 
 	// MaxRetryWait caps the time between two cancels of one statement. A
 	// CancelRequest that PgBouncer drops (its client still waits inside
