@@ -176,7 +176,7 @@ func (h *Handle) release() {
 	s.cancelRequest(r, context.Canceled)
 	s.unregister(r)
 	var drained chan struct{}
-	if r.own > 0 {
+	if r.running > 0 {
 		r.drained = make(chan struct{})
 		drained = r.drained
 	}

@@ -21,13 +21,13 @@ type liveRequest struct {
 	key, seq uint64 // its order there
 
 	// Its flow's order in its class's ready queue, as it was at the copy;
-	// meaningful only when ready. flowOwn and flowTurn are what
+	// meaningful only when ready. flowRunning and flowTurn are what
 	// flow.before compares, and flowHead breaks their ties the way the
 	// queue does: the flow at its top is the one the class serves next.
-	flowOwn    int
-	flowTurn   uint64
-	flowHead   bool
-	classIndex int // its class's index in sched.classes, set after the copy
+	flowRunning int
+	flowTurn    uint64
+	flowHead    bool
+	classIndex  int // its class's index in sched.classes, set after the copy
 }
 
 // liveRequests returns the registered requests: first the ready ones, in
@@ -54,8 +54,8 @@ func (s *sched) liveRequests() []liveRequest {
 	for r := range s.requests {
 		f := r.flow
 		all = append(all, liveRequest{id: r.id, class: f.class, flow: f.name, since: epoch.Add(r.since),
-			queued: r.queued, running: r.own, ready: r.index >= 0, key: r.key, seq: r.seq,
-			flowOwn: f.own, flowTurn: f.turn, flowHead: f.index == 0})
+			queued: r.queued, running: r.running, ready: r.index >= 0, key: r.key, seq: r.seq,
+			flowRunning: f.running, flowTurn: f.turn, flowHead: f.index == 0})
 	}
 	s.mu.Unlock()
 
@@ -85,7 +85,7 @@ func compareLive(a, b liveRequest) int {
 	}
 	return cmp.Or(
 		cmp.Compare(a.classIndex, b.classIndex),
-		compareFlows(a.flowOwn, a.flowTurn, b.flowOwn, b.flowTurn),
+		compareFlows(a.flowRunning, a.flowTurn, b.flowRunning, b.flowTurn),
 		trueFirst(a.flowHead, b.flowHead),
 		cmp.Compare(a.flow, b.flow),
 		compareReady(a.key, a.seq, b.key, b.seq),

@@ -213,7 +213,7 @@ func TestDebugHandlerLive(t *testing.T) {
 				t.Errorf("the JSON has no %q", k)
 			}
 		}
-		want := Stats{Workers: 4, Running: 4, Queued: 44, Requests: 4, Submitted: 24*4 + 1 + 48, Completed: 24*4 + 1,
+		want := Stats{Workers: 4, Limit: 4, Running: 4, Queued: 44, Requests: 4, Submitted: 24*4 + 1 + 48, Completed: 24*4 + 1,
 			Classes: []ClassStats{{Running: 4, Queued: 44, Submitted: 24*4 + 1 + 48, Completed: 24*4 + 1}}}
 		if !reflect.DeepEqual(v.Stats, want) {
 			t.Errorf("stats %+v, want %+v", v.Stats, want)
@@ -340,7 +340,7 @@ func TestDebugHandlerClasses(t *testing.T) {
 		{"session-y", "web", "tenant-y", 0, 0, 0},
 	}
 	const warm = 24 * 4 // the warm-up's queries, in web
-	wantStats := Stats{Workers: 2, Running: 2, Queued: 16, Requests: 7, Submitted: warm + 1 + 7 + 11, Completed: warm + 1, Rejected: 1,
+	wantStats := Stats{Workers: 2, Limit: 2, Running: 2, Queued: 16, Requests: 7, Submitted: warm + 1 + 7 + 11, Completed: warm + 1, Rejected: 1,
 		Classes: []ClassStats{
 			{Name: "web", Queued: 7, Flows: 2, Submitted: warm + 1 + 7, Completed: warm + 1},
 			{Name: "batch", Running: 2, Queued: 9, Flows: 2, Submitted: 11, Rejected: 1},

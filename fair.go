@@ -9,7 +9,7 @@ import (
 // way (the policy is described on Pool):
 //
 //  1. the class furthest below its share of the workers: the smallest
-//     own/share among the classes with a ready request;
+//     running/share among the classes with a ready request;
 //  2. in that class, the flow with the fewest queries executing;
 //  3. in that flow, the request with the smallest key (fewest remaining
 //     first, with aging).
@@ -32,12 +32,12 @@ type class struct {
 	tooMany atomic.Uint64
 
 	// Guarded by sched.mu.
-	queued int              // admitted queries of its requests not yet started
-	own    int              // its queries executing in slots of their own
-	turn   uint64           // sched.turn when it last started a query
-	ready  prioQueue[*flow] // its flows with a ready request, by (own, turn)
-	named  map[string]*flow // its named flows that have a registered request or an executing query
-	counts counters
+	queued  int              // admitted queries of its requests not yet started
+	running int              // its queries executing in slots of their own
+	turn    uint64           // sched.turn when it last started a query
+	ready   prioQueue[*flow] // its flows with a ready request, by (own, turn)
+	named   map[string]*flow // its named flows that have a registered request or an executing query
+	counts  counters
 }
 
 // counters are a class's cumulative counters; Stats sums them.
@@ -45,11 +45,11 @@ type counters struct {
 	submitted, completed, failed, cancelled, dropped, rejected uint64
 }
 
-// before reports whether c is further below its share than d: c.own/c.share
-// < d.own/d.share, or equal and c's turn came longer ago.
+// before reports whether c is further below its share than d: c.running/c.share
+// < d.running/d.share, or equal and c's turn came longer ago.
 func (c *class) before(d *class) bool {
-	// Cross-multiplied: own <= Workers < 2^31 and share <= maxShare < 2^20.
-	if x, y := int64(c.own)*int64(d.share), int64(d.own)*int64(c.share); x != y {
+	// Cross-multiplied: running <= Workers < 2^31 and share <= maxShare < 2^20.
+	if x, y := int64(c.running)*int64(d.share), int64(d.running)*int64(c.share); x != y {
 		return x < y
 	}
 	return c.turn < d.turn
@@ -64,7 +64,7 @@ type flow struct {
 	name  string // "" for the class's anon flow
 
 	// Guarded by sched.mu.
-	own       int                 // its queries executing in slots of their own
+	running   int                 // its queries executing in slots of their own
 	completed uint64              // its queries that completed: the clock of its requests' keys
 	turn      uint64              // sched.turn when it last started a query or became ready
 	ready     prioQueue[*request] // its ready requests, by (key, seq)
@@ -75,26 +75,26 @@ type flow struct {
 // before orders the flows of a class: fewer queries executing first, then
 // the one whose turn came longer ago.
 func (f *flow) before(g *flow) bool {
-	return compareFlows(f.own, f.turn, g.own, g.turn) < 0
+	return compareFlows(f.running, f.turn, g.running, g.turn) < 0
 }
 
-// compareFlows orders two flows of a class by their own counts, then their
+// compareFlows orders two flows of a class by their running counts, then their
 // turns: the scheduler's order, which Pool.DebugHandler's listing follows.
-func compareFlows(ownA int, turnA uint64, ownB int, turnB uint64) int {
-	if c := cmp.Compare(ownA, ownB); c != 0 {
+func compareFlows(runningA int, turnA uint64, runningB int, turnB uint64) int {
+	if c := cmp.Compare(runningA, runningB); c != 0 {
 		return c
 	}
 	return cmp.Compare(turnA, turnB)
 }
 
-func (f *flow) slot() *int { return &f.index }
+func (f *flow) heapIndex() *int { return &f.index }
 
 // before orders a flow's ready requests: by key, then by registration.
 func (r *request) before(q *request) bool {
 	return compareReady(r.key, r.seq, q.key, q.seq) < 0
 }
 
-func (r *request) slot() *int { return &r.index }
+func (r *request) heapIndex() *int { return &r.index }
 
 // pick returns the class whose query starts next, or nil when no request
 // is ready. Callers hold mu.
@@ -139,7 +139,7 @@ func (c *class) retire(f *flow) {
 	// A query of a retired flow can still end (one that a query's own
 	// goroutine fanned out in its parent's lent slot may outlive its
 	// request): the name may belong to a newer flow by then.
-	if f.refs == 0 && f.own == 0 && f != c.anon && c.named[f.name] == f {
+	if f.refs == 0 && f.running == 0 && f != c.anon && c.named[f.name] == f {
 		delete(c.named, f.name)
 	}
 }
@@ -149,7 +149,7 @@ func (c *class) retire(f *flow) {
 type queueItem[T any] interface {
 	comparable
 	before(T) bool
-	slot() *int
+	heapIndex() *int
 }
 
 // prioQueue is a binary min-heap of items that know their index, so that
@@ -178,9 +178,9 @@ func (q *prioQueue[T]) place(x T, in bool) {
 // move is place, for an x that is not alone in q.
 func (q *prioQueue[T]) move(x T, in bool) {
 	h := *q
-	switch i := *x.slot(); {
+	switch i := *x.heapIndex(); {
 	case in && i < 0:
-		*x.slot() = len(h)
+		*x.heapIndex() = len(h)
 		h = append(h, x)
 		*q = h
 		h.up(len(h) - 1)
@@ -195,7 +195,7 @@ func (q *prioQueue[T]) move(x T, in bool) {
 		}
 		var zero T
 		h[n] = zero
-		*x.slot() = -1
+		*x.heapIndex() = -1
 		h = h[:n]
 		*q = h
 		if i != n && !h.down(i) {
@@ -206,8 +206,8 @@ func (q *prioQueue[T]) move(x T, in bool) {
 
 func (q prioQueue[T]) swap(i, j int) {
 	q[i], q[j] = q[j], q[i]
-	*q[i].slot() = i
-	*q[j].slot() = j
+	*q[i].heapIndex() = i
+	*q[j].heapIndex() = j
 }
 
 // up moves the item at i towards the root while it goes before its parent.

@@ -27,7 +27,7 @@ func (s *sched) regIn(t *testing.T, class, flow string) *request {
 func (s *sched) classOwn() []int {
 	var own []int
 	for _, c := range s.classes {
-		own = append(own, c.own)
+		own = append(own, c.running)
 	}
 	return own
 }
@@ -129,7 +129,7 @@ func TestSchedClassBound(t *testing.T) {
 		worst := s.idleBound(t, rand.New(rand.NewPCG(1, uint64(workers))), 250, func() []any {
 			var idle []any
 			for _, c := range s.classes {
-				if c.own == 0 && c.ready.Len() > 0 {
+				if c.running == 0 && c.ready.Len() > 0 {
 					idle = append(idle, c)
 				}
 			}
@@ -224,7 +224,7 @@ func TestSchedFlowBound(t *testing.T) {
 		worst := s.idleBound(t, rand.New(rand.NewPCG(2, uint64(workers))), 200, func() []any {
 			var idle []any
 			for _, f := range c.named {
-				if f.own == 0 && f.ready.Len() > 0 {
+				if f.running == 0 && f.ready.Len() > 0 {
 					idle = append(idle, f)
 				}
 			}

@@ -51,11 +51,36 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	if h.err != nil {
 		return h.err // Classify named an unknown class
 	}
-	n := len(queries)
-	if n == 0 {
+	if len(queries) == 0 {
 		return nil
 	}
+	obs := p.observersOf(h)
+	if err := p.check(ctx, h, obs, queries); err != nil {
+		return err
+	}
 	s := p.sched
+	g := s.newGroup(ctx, h, obs, queries)
+	defer g.cancel(nil)
+	first, kind, err := s.enter(g, h)
+	if err != nil {
+		if obs != nil && (err == ErrClosed || errors.Is(err, ErrQueueFull)) {
+			reason := RefusedQueueFull
+			if err == ErrClosed {
+				reason = RefusedClosed
+			}
+			recordRefusal(ctx, obs, h.refusal(len(queries), reason))
+		}
+		return err
+	}
+	if first >= 0 {
+		s.run(kind, g, first, g.parent)
+	}
+	return s.wait(g)
+}
+
+// observersOf returns the observers of a Fanout of h: the pool's, and h's
+// Server-Timing recorder; nil if there are none.
+func (p *Pool) observersOf(h *Handle) []Observer {
 	var obs []Observer
 	if o := p.observers.Load(); o != nil {
 		obs = *o
@@ -63,7 +88,13 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	if h.timing != nil {
 		obs = append(obs[:len(obs):len(obs)], h.timing) // a copy: obs is shared
 	}
-	if c := h.class; n > c.maxFanout {
+	return obs
+}
+
+// check returns why a Fanout of queries on h must fail before it is
+// admitted: too many queries for h's class, an invalid query, or ctx done.
+func (p *Pool) check(ctx context.Context, h *Handle, obs []Observer, queries []Query) error {
+	if c, n := h.class, len(queries); n > c.maxFanout {
 		c.tooMany.Add(1)
 		recordRefusal(ctx, obs, h.refusal(n, RefusedTooMany))
 		if c.maxFanout < p.cfg.MaxFanout {
@@ -74,91 +105,5 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	if err := checkQueries(queries); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	parent, _ := ctx.Value(groupKey{}).(*group)
-	if parent != nil && parent.sched != s {
-		parent = nil // another pool's: no slot to borrow
-	}
-
-	g := &group{sched: s, parent: parent, queries: queries}
-	if obs != nil {
-		g.obs, g.reqID, g.admitted = obs, h.id, now()
-	}
-	g.Context, g.cancel = context.WithCancelCause(ctx)
-	defer g.cancel(nil)
-
-	s.mu.Lock()
-	if err := h.enter(); err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	g.req = h.req
-	// A nested caller may borrow its parent's slot while the parent waits, as
-	// long as no more callers borrow from the group than it has executing
-	// queries (a query could share its context with goroutines of its own).
-	lent := parent != nil && parent.lent < parent.executing
-	if err := s.admit(g, lent); err != nil {
-		s.mu.Unlock()
-		if obs != nil && (err == ErrClosed || errors.Is(err, ErrQueueFull)) {
-			reason := RefusedQueueFull
-			if err == ErrClosed {
-				reason = RefusedClosed
-			}
-			recordRefusal(ctx, obs, h.refusal(n, reason))
-		}
-		return err
-	}
-	first, kind := -1, ownSlot
-	switch {
-	case lent:
-		parent.lent++
-		first, kind = s.start(g, false), lentSlot
-	case s.slots < s.workers && s.firstInLine(g):
-		// A slot is free and g's query comes first: the caller runs it
-		// itself. (A helper still starting holds a slot of its own, and
-		// will take the next query.)
-		s.slots++
-		first = s.start(g, true)
-	}
-	s.wake()
-	s.mu.Unlock()
-
-	if first >= 0 {
-		s.run(kind, g, first, parent)
-	}
-	return s.wait(g)
-}
-
-// wait blocks until none of g's queries is pending and returns the outcome.
-// When g's context ends first, the queued queries are dropped at once: the
-// handle's AfterFunc does so for the request's end, this does so for a
-// Fanout context of its own (a timeout, say) and for a sibling's failure.
-func (s *sched) wait(g *group) error {
-	s.mu.Lock()
-	if g.pending > 0 {
-		done := make(chan struct{})
-		g.done = done
-		s.mu.Unlock()
-		select {
-		case <-done:
-		case <-g.Done():
-			s.mu.Lock()
-			s.drop(g)
-			s.mu.Unlock()
-			<-done
-		}
-		s.mu.Lock()
-	}
-	g.req.liveGroups.remove(g)
-	err, dropped := g.err, g.dropped
-	s.mu.Unlock()
-	g.recordDropped()
-	if err == nil && dropped {
-		// Dropped because g's context ended: its cause says why (ErrClosed
-		// from a Shutdown out of time, or plain ctx.Err()).
-		err = context.Cause(g)
-	}
-	return err
+	return ctx.Err()
 }

@@ -241,13 +241,26 @@ func (p *Pool) Config() Config {
 	return c
 }
 
-// Stats is a snapshot of a pool. The first four fields are gauges, the rest
-// cumulative counters since New.
+// LimitConnections is Stats.LimitReason during a connection shortage.
+const LimitConnections = "connections"
+
+// Stats is a snapshot of a pool. The fields up to LimitReason are gauges,
+// the rest cumulative counters since New.
 type Stats struct {
 	Workers  int // Config.Workers
 	Running  int // queries executing now in slots of their own (not nested ones in a borrowed slot)
 	Queued   int // queries admitted and waiting to start
 	Requests int // live handles that have fanned out: not yet released, and registered by a Fanout
+
+	// Limit is the most queries that execute at once now: Workers, or
+	// fewer while a database opened by OpenPostgres or reqpgx.Open refuses
+	// new connections for lack of slots (PostgreSQL's max_connections or a
+	// role's CONNECTION LIMIT, PgBouncer's max_client_conn) but the
+	// connections open work. Queries beyond it wait in the queue. The
+	// opener probes for a connection more every 250 ms, and Limit grows
+	// back with each one. LimitReason says why Limit is below Workers.
+	Limit       int
+	LimitReason string // "" or LimitConnections
 
 	Submitted uint64 // queries admitted by Fanout
 	Completed uint64 // queries that ran to the end, whatever they returned
@@ -270,10 +283,13 @@ func (p *Pool) Stats() Stats {
 	defer s.mu.Unlock()
 	st.Running = s.executing
 	st.Queued = s.queued
+	if st.Limit = s.limit(); st.Limit < st.Workers {
+		st.LimitReason = LimitConnections
+	}
 	st.Requests = len(s.requests)
 	for i, c := range s.classes {
 		n := c.counts
-		st.Classes[i] = ClassStats{Name: c.name, Running: c.own, Queued: c.queued, Flows: len(c.named),
+		st.Classes[i] = ClassStats{Name: c.name, Running: c.running, Queued: c.queued, Flows: len(c.named),
 			Submitted: n.submitted, Completed: n.completed, Failed: n.failed, Cancelled: n.cancelled, Dropped: n.dropped, Rejected: n.rejected + c.tooMany.Load()}
 		st.Submitted += n.submitted
 		st.Completed += n.completed

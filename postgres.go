@@ -122,7 +122,9 @@ func pqConfig(dsn string) (pq.Config, error) {
 }
 
 // SizeDB sets db's open and idle connection limits for p's Fanouts:
-// Workers + SpareConns each. OpenPostgres and reqpgx.Open call it. With a
+// Workers + SpareConns each. For a db opened by OpenPostgres or
+// reqpgx.Open, it also makes a shortage of connections cap p's running
+// queries (Stats.Limit) instead of failing them. OpenPostgres and reqpgx.Open call it. With a
 // nil db or p it does nothing (OpenPostgres and reqpgx.Open refuse a nil
 // p with ErrInvalidConfig).
 func SizeDB(db *sql.DB, p *Pool) {
@@ -132,6 +134,9 @@ func SizeDB(db *sql.DB, p *Pool) {
 	n := p.cfg.Workers + SpareConns
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)
+	if g := pgwire.Of(db); g != nil {
+		g.OnLimit(p.cfg.Workers, p.sched.setConnLimit)
+	}
 }
 
 // pqConnector opens lib/pq connections wrapped in a pqConn, whose cancels

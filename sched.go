@@ -13,11 +13,13 @@ import (
 // call's counts (group). The policy is described on Pool.
 //
 // Invariants, all under mu:
-//   - slots <= workers: every query that executes in a slot of its own, every
-//     caller holding a slot between its queries and every helper starting up
-//     holds one, counted in slots. A nested Fanout's caller runs its queries
+//   - slots <= limit() (workers, or fewer during a connection shortage;
+//     when the limit drops, until enough slots are given back): every query
+//     that executes in a slot of its own, every caller holding a slot
+//     between its queries and every helper starting up holds one, counted in
+//     slots. A nested Fanout's caller runs its queries
 //     in the slot its parent query holds (lent), and takes none.
-//   - A slot is free (slots < workers) only while no request is ready, or
+//   - A slot is free (slots < limit()) only while no request is ready, or
 //     while a helper is starting (spawning > 0) to take the work: the pool is
 //     work-conserving, across classes and flows too.
 //   - A request is ready when it has queued queries and is below the
@@ -27,7 +29,7 @@ import (
 //   - queued is the sum of the classes' queued counts, a class's is the sum
 //     of its requests' queued counts, and a request's is the sum of the
 //     unstarted queries of its groups, which are the groups on its
-//     queuedGroups list. The own counts of requests, flows and classes sum
+//     queuedGroups list. The running counts of requests, flows and classes sum
 //     up the same way, to executing.
 //   - A group whose context is done never starts another query: pop drops it.
 type sched struct {
@@ -35,6 +37,7 @@ type sched struct {
 	classes             []*class // Config.Classes' order, or one class; the slice is read-only
 
 	mu        sync.Mutex
+	connLimit int                   // during a connection shortage, the most queries its connections run at once; 0 otherwise
 	slots     int                   // slots held (see the invariants)
 	executing int                   // queries executing in slots of their own (Stats.Running)
 	spawning  int                   // helpers started and not yet holding a query
@@ -53,12 +56,12 @@ type request struct {
 	queuedGroups groupList     // groups with queued queries, oldest first
 	liveGroups   groupList     // groups whose caller has not had its outcome, for cancelling them all
 	queued       int           // queries admitted and not started
-	own          int           // queries executing in slots of their own
-	key          uint64        // oldest queued group's arrival + (queued+own)×workers; see Pool
+	running      int           // queries executing in slots of their own
+	key          uint64        // oldest queued group's arrival + (queued+running)×workers; see Pool
 	index        int           // position in flow.ready, or -1
 	seq          uint64        // registration order, the tie-break
 	released     bool          // the handle was released: no more Fanouts
-	drained      chan struct{} // closed when own drops to 0 after release; nil unless someone waits
+	drained      chan struct{} // closed when running drops to 0 after release; nil unless someone waits
 
 	// Set by register and never changed.
 	flow  *flow         // the flow (and through it the class) it belongs to
@@ -94,7 +97,7 @@ type group struct {
 	droppedFrom int
 	droppedAt   time.Time     // when, for observers
 	err         error         // the first failure, a *QueryError
-	done        chan struct{} // closed when pending reaches 0; nil until the caller waits
+	finished    chan struct{} // closed when pending reaches 0; nil until the caller waits
 	links       [2]links      // its places on req's lists, indexed by listKind
 }
 
@@ -129,6 +132,26 @@ func newSched(cfg Config) *sched {
 	return s
 }
 
+// limit is the most queries that may hold slots of their own at once:
+// workers, or fewer while the database is short of connections
+// (setConnLimit). It is the one place the scheduler reads its limit.
+// Callers hold mu.
+func (s *sched) limit() int {
+	if s.connLimit > 0 && s.connLimit < s.workers {
+		return s.connLimit
+	}
+	return s.workers
+}
+
+// setConnLimit sets the limit of a connection shortage: n queries at once,
+// or none for 0. Queries beyond it wait in the queue.
+func (s *sched) setConnLimit(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.connLimit = n
+	s.wake()
+}
+
 // register returns a new request for the handle with request id id, in
 // class c and the flow named flow there, added to the scheduler. Callers
 // hold mu.
@@ -150,6 +173,57 @@ func (s *sched) unregister(r *request) {
 	f.class.retire(f)
 }
 
+// newGroup returns the group of a Fanout of queries on h under ctx, not
+// yet admitted. Its context is ctx's child, cancelled by its first failure.
+// A Fanout made with the context of a query of this scheduler's is nested:
+// that query's group is its parent.
+func (s *sched) newGroup(ctx context.Context, h *Handle, obs []Observer, queries []Query) *group {
+	parent, _ := ctx.Value(groupKey{}).(*group)
+	if parent != nil && parent.sched != s {
+		parent = nil // another pool's: no slot to borrow
+	}
+	g := &group{sched: s, parent: parent, queries: queries}
+	if obs != nil {
+		g.obs, g.reqID, g.admitted = obs, h.id, now()
+	}
+	g.Context, g.cancel = context.WithCancelCause(ctx)
+	return g
+}
+
+// enter admits g, of h's request, and returns the query its caller runs at
+// once in the slot kind (first is -1 if none), or why g is refused (see
+// admit).
+func (s *sched) enter(g *group, h *Handle) (first int, kind slotKind, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := h.enter(); err != nil {
+		return -1, 0, err
+	}
+	g.req = h.req
+	// A nested caller may borrow its parent's slot while the parent waits, as
+	// long as no more callers borrow from the group than it has executing
+	// queries (a query could share its context with goroutines of its own).
+	parent := g.parent
+	lent := parent != nil && parent.lent < parent.executing
+	if err := s.admit(g, lent); err != nil {
+		return -1, 0, err
+	}
+	first, kind = -1, ownSlot
+	switch {
+	case lent:
+		parent.lent++
+		first, kind = s.start(g, false), lentSlot
+	case s.slots < s.limit() && s.firstInLine(g):
+		// A slot is free and g's query comes first: the caller runs it
+		// itself. (A helper still starting holds a slot of its own, and
+		// will take the next query.)
+		s.slots++
+		first = s.start(g, true)
+	}
+	s.wake()
+	return first, kind, nil
+}
+
 // admit enqueues g, or returns why it cannot. A Fanout fits when its queries
 // fit into the free slots usable by its request, plus the lent slot of a
 // nested caller, plus the free space of its class's queue. Callers hold mu.
@@ -165,9 +239,9 @@ func (s *sched) admit(g *group, lent bool) error {
 		// The handle's request is over; report it as a cancelled context.
 		return context.Canceled
 	}
-	free := s.workers - s.slots
+	free := s.limit() - s.slots
 	if limit := s.perRequest; limit > 0 {
-		free = min(free, limit-r.own)
+		free = min(free, limit-r.running)
 	}
 	free = max(free, 0)
 	if lent {
@@ -188,31 +262,31 @@ func (s *sched) admit(g *group, lent bool) error {
 	return nil
 }
 
-// count changes r's queued and own counts by queued and own, and with them
+// count changes r's queued and running counts by queued and running, and with them
 // those of its flow, its class and the scheduler: the one place that keeps
 // them summing up. Callers hold mu, and then rekey r.
-func (s *sched) count(r *request, queued, own int) {
+func (s *sched) count(r *request, queued, running int) {
 	f := r.flow
 	c := f.class
 	r.queued += queued
 	c.queued += queued
 	s.queued += queued
-	r.own += own
-	f.own += own
-	c.own += own
-	s.executing += own
+	r.running += running
+	f.running += running
+	c.running += running
+	s.executing += running
 }
 
 // rekey restores r's key and its place in (or out of) its flow's ready
 // queue, and its flow's in its class's, after any change to r's queued or
-// own counts or to its groups. Only a request with queued queries has a
+// running counts or to its groups. Only a request with queued queries has a
 // key, from the arrival of its oldest queued group: a long-lived request (a
 // job's) that always has some work does not keep the arrival of its first
 // Fanout forever. Callers hold mu.
 func (s *sched) rekey(r *request) {
-	eligible := r.queued > 0 && (s.perRequest == 0 || r.own < s.perRequest)
+	eligible := r.queued > 0 && (s.perRequest == 0 || r.running < s.perRequest)
 	if head := r.queuedGroups.head; head != nil {
-		r.key = head.arrival + uint64(r.queued+r.own)*uint64(s.workers)
+		r.key = head.arrival + uint64(r.queued+r.running)*uint64(s.workers)
 	}
 	f := r.flow
 	f.ready.place(r, eligible)
@@ -293,7 +367,7 @@ func (s *sched) finish(g *group, i int, err error, counted bool) {
 	}
 	s.rekey(r)
 	g.signal()
-	if r.own == 0 && r.drained != nil {
+	if r.running == 0 && r.drained != nil {
 		close(r.drained)
 		r.drained = nil
 	}
@@ -322,6 +396,38 @@ func (s *sched) drop(g *group) {
 	s.signalIdle()
 }
 
+// wait blocks until none of g's queries is pending and returns the outcome.
+// When g's context ends first, the queued queries are dropped at once: the
+// handle's AfterFunc does so for the request's end, this does so for a
+// Fanout context of its own (a timeout, say) and for a sibling's failure.
+func (s *sched) wait(g *group) error {
+	s.mu.Lock()
+	if g.pending > 0 {
+		finished := make(chan struct{})
+		g.finished = finished
+		s.mu.Unlock()
+		select {
+		case <-finished:
+		case <-g.Done():
+			s.mu.Lock()
+			s.drop(g)
+			s.mu.Unlock()
+			<-finished
+		}
+		s.mu.Lock()
+	}
+	g.req.liveGroups.remove(g)
+	err, dropped := g.err, g.dropped
+	s.mu.Unlock()
+	g.recordDropped()
+	if err == nil && dropped {
+		// Dropped because g's context ended: its cause says why (ErrClosed
+		// from a Shutdown out of time, or plain ctx.Err()).
+		err = context.Cause(g)
+	}
+	return err
+}
+
 // cancelRequest cancels the context of every live group of r with cause and
 // drops every queued query of r. Callers hold mu.
 func (s *sched) cancelRequest(r *request, cause error) {
@@ -336,9 +442,9 @@ func (s *sched) cancelRequest(r *request, cause error) {
 // signal wakes the waiting caller once nothing is pending. Callers hold
 // sched.mu.
 func (g *group) signal() {
-	if g.pending == 0 && g.done != nil {
-		close(g.done)
-		g.done = nil
+	if g.pending == 0 && g.finished != nil {
+		close(g.finished)
+		g.finished = nil
 	}
 }
 
@@ -359,7 +465,7 @@ func (s *sched) signalIdle() {
 // so a burst of no-op queries costs one goroutine, not one per free slot.
 // Callers hold mu.
 func (s *sched) wake() {
-	if s.spawning == 0 && s.slots < s.workers && s.head() != nil {
+	if s.spawning == 0 && s.slots < s.limit() && s.head() != nil {
 		s.slots++
 		s.spawning++
 		go s.help()
@@ -368,9 +474,10 @@ func (s *sched) wake() {
 
 // vacate gives back a slot held by a caller or helper that has nothing
 // more to run in it. If a request is ready, the slot passes to a new helper
-// instead. Callers hold mu.
+// instead, unless the limit has dropped below the slots held. Callers hold
+// mu.
 func (s *sched) vacate() {
-	if s.head() != nil {
+	if s.head() != nil && s.slots <= s.limit() {
 		s.spawning++
 		go s.help()
 		return
@@ -413,20 +520,12 @@ func (s *sched) help() {
 // goroutine was g's caller (which will never wait for g now), g's queued
 // queries are dropped.
 func (s *sched) run(kind slotKind, g *group, i int, parent *group) {
-	counted := kind != lentSlot
-	own := g // the caller's own group, unless a helper
+	caller := g // the caller's own group, unless a helper
 	done := false
 	var started time.Time // of query i, for observers
 	defer func() {
 		if !done {
-			g.recordQuery(i, started, errGoexit)
-			s.mu.Lock()
-			s.finish(g, i, errGoexit, counted)
-			if kind != helperSlot {
-				s.drop(own)
-			}
-			s.giveBack(kind, parent)
-			s.mu.Unlock()
+			s.abandon(kind, g, i, caller, parent, started)
 		}
 	}()
 	for {
@@ -438,38 +537,64 @@ func (s *sched) run(kind slotKind, g *group, i int, parent *group) {
 		// start: the time between is the loop's own bookkeeping.
 		started = g.recordQuery(i, started, err)
 		s.mu.Lock()
-		s.finish(g, i, err, counted)
-		if kind == helperSlot {
-			prev := g
-			if g, i = s.pop(); g != nil {
-				s.wake()
-				if g != prev {
-					// Another Fanout's query, perhaps admitted after the
-					// clock read above: it starts now.
-					started = time.Time{}
-				}
-			}
-		} else {
-			i = s.nextOwn(g, counted)
-			if i < 0 && kind == lentSlot {
-				// Other nested Fanouts of the same parent query, which could
-				// not borrow this slot, wait for it: serve them in it before
-				// giving it back, or they would wait for a slot that the
-				// parent holds while it waits for them (with one worker, or
-				// with the request at its PerRequest cap, forever).
-				if next := s.lentNext(g.req, parent); next != nil {
-					g, i, started = next, s.start(next, false), time.Time{}
-				}
-			}
-		}
-		if g == nil || i < 0 {
+		s.finish(g, i, err, kind != lentSlot)
+		prev := g
+		if g, i = s.nextIn(kind, g, parent); i < 0 {
 			s.giveBack(kind, parent)
 			done = true
 			s.mu.Unlock()
 			return
 		}
+		if g != prev {
+			// Another Fanout's query, perhaps admitted after the clock read
+			// above: it starts now.
+			started = time.Time{}
+		}
 		s.mu.Unlock()
 	}
+}
+
+// nextIn starts the query that a loop of kind runs after one of g, and
+// returns it, or returns -1 when there is none. Callers hold mu.
+func (s *sched) nextIn(kind slotKind, g, parent *group) (*group, int) {
+	if kind != lentSlot && s.slots > s.limit() {
+		return g, -1 // the limit dropped: this slot is one too many
+	}
+	if kind == helperSlot {
+		next, i := s.pop()
+		if next != nil {
+			s.wake()
+		}
+		return next, i
+	}
+	i := s.nextOwn(g, kind != lentSlot)
+	if i >= 0 || kind != lentSlot {
+		return g, i
+	}
+	// Other nested Fanouts of the same parent query, which could not
+	// borrow this slot, wait for it: serve them in it before giving it
+	// back, or they would wait for a slot that the parent holds while it
+	// waits for them (with one worker, or with the request at its
+	// PerRequest cap, forever).
+	if next := s.lentNext(g.req, parent); next != nil {
+		return next, s.start(next, false)
+	}
+	return g, -1
+}
+
+// abandon is the bookkeeping of a loop of kind whose query i of g called
+// runtime.Goexit: the query fails, the slot is given back, and if the
+// goroutine was the caller of caller (which will never wait for it now),
+// its queued queries are dropped.
+func (s *sched) abandon(kind slotKind, g *group, i int, caller, parent *group, started time.Time) {
+	g.recordQuery(i, started, errGoexit)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.finish(g, i, errGoexit, kind != lentSlot)
+	if kind != helperSlot {
+		s.drop(caller)
+	}
+	s.giveBack(kind, parent)
 }
 
 // lentNext returns the oldest queued group of r that is a nested Fanout of

@@ -74,28 +74,8 @@ func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = reqpool.DefaultConnectTimeout
 	}
-	var gate *pgwire.Gate // set below, before the first connection
-	dial := cfg.DialFunc
-	cfg.DialFunc = func(ctx context.Context, network, address string) (net.Conn, error) {
-		if err := pgwire.CheckDial(network); err != nil {
-			return nil, err
-		}
-		if ctx.Value(connectingKey{}) == nil {
-			// Not a connection attempt of ours (see connecting): pgx's
-			// own CancelRequest, from asyncClose. In an outage it doubled
-			// the dials of every failed attempt; in a storm of hang-ups,
-			// through PgBouncer, each costs the server a process.
-			return nil, errOwnCancel
-		}
-		c, err := dial(ctx, network, address)
-		if err != nil {
-			return nil, err
-		}
-		if c, err = pgwire.CheckSelfConnect(c); err != nil {
-			return nil, err
-		}
-		return gate.NewSocket(c, network, address), nil
-	}
+	o := &opener{dial: cfg.DialFunc}
+	cfg.DialFunc = o.dialConn
 	// Two configurations: with the startup parameter that asks PostgreSQL
 	// itself to check the client socket, and without, for PgBouncer (see
 	// pgwire.CheckingConnector).
@@ -104,31 +84,66 @@ func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 	if _, set := cfg.RuntimeParams[pgwire.CheckParameter]; !set {
 		with.RuntimeParams[pgwire.CheckParameter] = pgwire.CheckInterval
 	}
-	validate := cfg.ValidateConnect
-	for _, c := range []*pgx.ConnConfig{with, without} {
-		c.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
-			h := &chaser{pc: pc, gate: gate, dial: dial}
-			pc.CustomData()[chaserKey] = h
-			return h
-		}
-		c.ValidateConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
-			if validate != nil {
-				if err := validate(ctx, pc); err != nil {
-					return err
-				}
-			}
-			return probe(ctx, pc)
-		}
-	}
+	o.chase(with)
+	o.chase(without)
 	opt := stdlib.OptionResetSession(discardCancelled)
-	gate = pgwire.NewGate(&pgwire.CheckingConnector{
+	o.gate = pgwire.NewGate(&pgwire.CheckingConnector{
 		With:    connecting{stdlib.GetConnector(*with, opt)},
 		Without: connecting{stdlib.GetConnector(*without, opt)},
 		Refused: refusedParameter,
 	})
-	db := sql.OpenDB(gate)
+	db := sql.OpenDB(o.gate)
 	reqpool.SizeDB(db, p)
 	return sqlx.NewDb(db, "pgx"), nil
+}
+
+// opener is what the connections of one Open share.
+type opener struct {
+	gate *pgwire.Gate    // set by Open before the first connection
+	dial pgconn.DialFunc // the DSN's own dialer
+}
+
+// dialConn is the DialFunc of Open's connections: it refuses pgx's own
+// CancelRequests and a TCP connection to itself, and wraps the connection's
+// socket in a pgwire.Socket of the gate's.
+func (o *opener) dialConn(ctx context.Context, network, address string) (net.Conn, error) {
+	if err := pgwire.CheckDial(network); err != nil {
+		return nil, err
+	}
+	if ctx.Value(connectingKey{}) == nil {
+		// Not a connection attempt of ours (see connecting): pgx's own
+		// CancelRequest, from asyncClose. In an outage it doubled the
+		// dials of every failed attempt; in a storm of hang-ups, through
+		// PgBouncer, each costs the server a process.
+		return nil, errOwnCancel
+	}
+	c, err := o.dial(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	if c, err = pgwire.CheckSelfConnect(c); err != nil {
+		return nil, err
+	}
+	return o.gate.NewSocket(c, network, address), nil
+}
+
+// chase gives the connections of cfg a chaser as their ctxwatch.Handler,
+// and a probe after cfg's own ValidateConnect.
+func (o *opener) chase(cfg *pgx.ConnConfig) {
+	validate := cfg.ValidateConnect
+	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		h := &chaser{pc: pc, gate: o.gate, dial: o.dial}
+		pc.CustomData()[chaserKey] = h
+		return h
+	}
+	cfg.ValidateConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
+		if validate != nil {
+			if err := validate(ctx, pc); err != nil {
+				return err
+			}
+		}
+		return probe(ctx, pc)
+	}
 }
 
 // connecting is a driver.Connector that marks the context of each of its

@@ -8,6 +8,7 @@
 // NewCollector's Collector exports, in Prometheus' base units:
 //
 //	reqpool_workers                        gauge      Config.Workers
+//	reqpool_limit                          gauge      the most queries that execute at once now: Workers, or fewer in a connection shortage (Stats.Limit)
 //	reqpool_queries_running{class}         gauge      queries executing now
 //	reqpool_queries_queued{class}          gauge      queries admitted and waiting to start
 //	reqpool_flows_active{class}            gauge      named flows with a request registered or a query executing
@@ -27,7 +28,7 @@
 // query's request, or of the refused Fanout's: one series per class of
 // Config.Classes, every one exported from the start. The pool's own figures
 // are the sums over the classes, as in Stats: for example
-// sum without (class) (reqpool_queries_running). reqpool_workers and
+// sum without (class) (reqpool_queries_running). reqpool_workers, reqpool_limit and
 // reqpool_requests_active are the pool's alone, without a class.
 //
 // A pool without Classes has one class, named "", and its series have
@@ -145,6 +146,8 @@ func NewCollector(p *reqpool.Pool) prometheus.Collector {
 		pool: p,
 		workers: prometheus.NewDesc("reqpool_workers",
 			"The most queries that execute at once (reqpool Config.Workers).", nil, nil),
+		limit: prometheus.NewDesc("reqpool_limit",
+			"The most queries that execute at once now: reqpool_workers, or fewer while the database refuses new connections for lack of slots (reqpool Stats.Limit).", nil, nil),
 		running: prometheus.NewDesc("reqpool_queries_running",
 			"Queries executing now, by class.", class, nil),
 		queued: prometheus.NewDesc("reqpool_queries_queued",
@@ -193,9 +196,9 @@ func NewCollector(p *reqpool.Pool) prometheus.Collector {
 type collector struct {
 	pool *reqpool.Pool
 
-	workers, running, queued, flows, requests *prometheus.Desc
-	queries, rejected                         *prometheus.Desc
-	wait, run                                 *prometheus.Desc
+	workers, limit, running, queued, flows, requests *prometheus.Desc
+	queries, rejected                                *prometheus.Desc
+	wait, run                                        *prometheus.Desc
 
 	// classes has the counts of each class of the pool, in Stats.Classes'
 	// order: one named "" for a pool without Classes. Read-only after
@@ -326,7 +329,7 @@ func (c *collector) Refused(_ context.Context, ref reqpool.Refusal) {
 
 // Describe sends the descriptors of all nine metrics.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.workers, c.running, c.queued, c.flows, c.requests, c.queries, c.rejected, c.wait, c.run} {
+	for _, d := range []*prometheus.Desc{c.workers, c.limit, c.running, c.queued, c.flows, c.requests, c.queries, c.rejected, c.wait, c.run} {
 		ch <- d
 	}
 }
@@ -337,6 +340,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.pool.Stats()
 	ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(s.Workers))
+	ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(s.Limit))
 	ch <- prometheus.MustNewConstMetric(c.requests, prometheus.GaugeValue, float64(s.Requests))
 	for _, k := range s.Classes {
 		ch <- prometheus.MustNewConstMetric(c.running, prometheus.GaugeValue, float64(k.Running), k.Name)

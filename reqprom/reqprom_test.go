@@ -131,10 +131,10 @@ func TestCollector(t *testing.T) {
 	p := newPool(t, reqpool.Config{Workers: 1, QueueSize: 2, MaxFanout: 3})
 	reg, c := register(t, p)
 
-	// Every series is there from the start, at 0: 5 gauges, 4 outcomes,
-	// 3 reasons, 2 histograms, all but 2 gauges with class="".
-	if n := testutil.CollectAndCount(c); n != 14 {
-		t.Errorf("CollectAndCount = %d, want 14", n)
+	// Every series is there from the start, at 0: 6 gauges, 4 outcomes,
+	// 3 reasons, 2 histograms, all but 3 gauges with class="".
+	if n := testutil.CollectAndCount(c); n != 15 {
+		t.Errorf("CollectAndCount = %d, want 15", n)
 	}
 	expect(t, reg, `
 reqpool_workers 1
@@ -309,6 +309,7 @@ func TestHTTP(t *testing.T) {
 	text := string(body)
 	for _, want := range []string{
 		"# TYPE reqpool_workers gauge",
+		"# TYPE reqpool_limit gauge",
 		"# TYPE reqpool_queries_running gauge",
 		"# TYPE reqpool_queries_queued gauge",
 		"# TYPE reqpool_requests_active gauge",
@@ -318,6 +319,7 @@ func TestHTTP(t *testing.T) {
 		"# TYPE reqpool_query_duration_seconds histogram",
 		"# TYPE reqpool_flows_active gauge",
 		"\nreqpool_workers 4\n",
+		"\nreqpool_limit 4\n",
 		"\nreqpool_requests_active 1\n",
 		`reqpool_queries_running{class=""} 0`,
 		`reqpool_flows_active{class=""} 0`,

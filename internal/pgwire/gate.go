@@ -53,6 +53,17 @@ type Gate struct {
 	inFlight int        // cancels, chases and connection attempts under way (Go, Hold)
 	idle     sync.Cond  // on mu: broadcast when inFlight drops to 0
 
+	// A shortage (see shortage.go): live counts the gate's connections
+	// established and open;
+	// limit is what its connections can run at once while the server
+	// refuses more for lack of slots, and 0 otherwise; probe is the next
+	// probe for more, or nil.
+	live     int
+	limit    int
+	probe    *time.Timer
+	enough   int             // the limit at which a shortage is over (OnLimit)
+	setLimit func(limit int) // told of limit's changes (OnLimit); nil: no shortage handling
+
 	cancelSlots chan struct{} // a CancelRequest on its way holds one; MaxCancelsInFlight
 	cancels     cancelCounts
 	signaller   signaller
@@ -72,14 +83,16 @@ func (g *Gate) Hold() (release func()) {
 	g.inFlight++
 	g.mu.Unlock()
 	var once sync.Once
-	return func() {
-		once.Do(func() {
-			g.mu.Lock()
-			if g.inFlight--; g.inFlight == 0 {
-				g.idle.Broadcast()
-			}
-			g.mu.Unlock()
-		})
+	return func() { once.Do(g.leave) }
+}
+
+// leave counts one piece of work that Hold (or another caller holding mu)
+// counted in inFlight as done.
+func (g *Gate) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.inFlight--; g.inFlight == 0 {
+		g.idle.Broadcast()
 	}
 }
 
@@ -104,6 +117,10 @@ func (g *Gate) Close() error {
 	}
 	orphans := g.orphans
 	g.orphans, g.closed = nil, true
+	if g.probe != nil {
+		g.probe.Stop()
+		g.probe = nil
+	}
 	g.mu.Unlock()
 	for _, att := range orphans {
 		<-att.done // Go's attempts are done: inFlight was 0
@@ -225,15 +242,26 @@ func (g *Gate) down() bool {
 }
 
 // record notes the outcome of a connection attempt: nil opens the gate, an
-// error closes it for RetryInterval.
+// error closes it for RetryInterval, but for a shortage while connections
+// work (see shortage.go), which tells the gate's limit function instead.
 func (g *Gate) record(err error) {
+	signalling := 0
+	if err != nil {
+		signalling = g.signaller.open() // outside mu: it locks the signaller's *sql.DB
+	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if err == nil {
+	switch {
+	case err == nil:
 		g.failed, g.lastErr = time.Time{}, nil
-	} else {
+	case g.shortage(err, signalling):
+		limit, set := g.limit, g.setLimit
+		g.mu.Unlock()
+		set(limit)
+		return
+	default:
 		g.failed, g.lastErr = g.now(), err
 	}
+	g.mu.Unlock()
 }
 
 // unavailableError is a refusal by the gate. It matches ErrUnavailable and,

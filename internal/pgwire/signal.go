@@ -161,6 +161,17 @@ func (g *Gate) openSignaller() {
 	})
 }
 
+// open returns how many connections the signaller has open.
+func (s *signaller) open() int {
+	s.mu.Lock()
+	db := s.db
+	s.mu.Unlock()
+	if db == nil {
+		return 0
+	}
+	return db.Stats().OpenConnections
+}
+
 // closeSignaller closes the signaller's connections, if it has any.
 func (g *Gate) closeSignaller() {
 	s := &g.signaller

@@ -49,6 +49,7 @@ type Socket struct {
 	released bool          // the driver gave up on the connection: drop writes, hold Close
 	idle     bool          // released, and the server has sent ReadyForQuery since
 	closing  bool          // Close has been called
+	ready    bool          // the server has sent its first ReadyForQuery: the connection is established
 	closed   chan struct{} // closed once the socket is closed for real
 }
 
@@ -122,7 +123,13 @@ func (s *Socket) Read(p []byte) (int, error) {
 	s.mu.Unlock()
 	n, err := s.Conn.Read(p)
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	established := false
+	defer func() {
+		s.mu.Unlock()
+		if established {
+			s.gate.connEstablished()
+		}
+	}()
 	if n > 0 {
 		if n >= len(s.tail) {
 			copy(s.tail[:], p[n-len(s.tail):n])
@@ -132,6 +139,7 @@ func (s *Socket) Read(p []byte) (int, error) {
 		}
 		if s.atReady() {
 			s.pending = false
+			established, s.ready = !s.ready, true
 			if s.released && !s.idle {
 				// The statement has ended. Another reader may be blocked
 				// (pgx reads in the background): wake it, to read EOF.
@@ -202,5 +210,11 @@ func (s *Socket) Close() error {
 func (s *Socket) closeNow() error {
 	err := s.Conn.Close()
 	close(s.closed)
+	s.mu.Lock()
+	ready := s.ready
+	s.mu.Unlock()
+	if ready {
+		s.gate.connClosed()
+	}
 	return err
 }
