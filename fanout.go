@@ -61,7 +61,7 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	s := p.sched
 	g := s.newGroup(ctx, h, obs, queries)
 	defer g.cancel(nil)
-	first, kind, err := s.enter(g, h)
+	first, kind, err := s.join(g, h)
 	if err != nil {
 		if obs != nil && (err == ErrClosed || errors.Is(err, ErrQueueFull)) {
 			reason := RefusedQueueFull

@@ -75,8 +75,9 @@ const DefaultConnectTimeout = 5 * time.Second
 //     others fail at once with ErrDBUnavailable. A database that is back is
 //     in use again within about 250 ms.
 //   - A TCP connection to itself (a dial to a local port with no listener
-//     may pick that port as its source) is closed and reported as a dial
-//     error, so that it cannot hold the port the server restarts on.
+//     may pick that port as its source) is reset, not closed, so that it
+//     leaves no TIME_WAIT on the port the server restarts on, and reported
+//     as a dial error.
 //   - SetMaxOpenConns and SetMaxIdleConns to Workers + SpareConns, so that
 //     each worker finds a connection and keeps it between queries.
 //
@@ -155,6 +156,7 @@ func (c *pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 		return nil, err
 	}
 	d := &pqDialer{gate: c.gate}
+	d.Dialer.Control = pgwire.DialControl
 	pc.Dialer(d)
 	conn, err := pc.Connect(ctx)
 	if err != nil {

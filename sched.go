@@ -190,10 +190,10 @@ func (s *sched) newGroup(ctx context.Context, h *Handle, obs []Observer, queries
 	return g
 }
 
-// enter admits g, of h's request, and returns the query its caller runs at
+// join admits g, of h's request, and returns the query its caller runs at
 // once in the slot kind (first is -1 if none), or why g is refused (see
 // admit).
-func (s *sched) enter(g *group, h *Handle) (first int, kind slotKind, err error) {
+func (s *sched) join(g *group, h *Handle) (first int, kind slotKind, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := h.enter(); err != nil {

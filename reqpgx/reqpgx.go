@@ -58,7 +58,8 @@ import (
 //     without dialling: the Canceller has cancelled what needed it.
 //   - At most one connection attempt per 250 ms while attempts fail; the
 //     others fail at once with reqpool.ErrDBUnavailable.
-//   - A TCP connection to itself is closed and reported as a dial error.
+//   - A TCP connection to itself is reset (no TIME_WAIT left on the
+//     server's port) and reported as a dial error.
 //   - SetMaxOpenConns and SetMaxIdleConns as reqpool.SizeDB does.
 func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 	if p == nil {
@@ -74,7 +75,9 @@ func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = reqpool.DefaultConnectTimeout
 	}
-	o := &opener{dial: cfg.DialFunc}
+	// pgx's default dialer is a zero net.Dialer (a DSN cannot change it);
+	// this one resets a connection to itself (pgwire.DialControl).
+	o := &opener{dial: (&net.Dialer{Control: pgwire.DialControl}).DialContext}
 	cfg.DialFunc = o.dialConn
 	// Two configurations: with the startup parameter that asks PostgreSQL
 	// itself to check the client socket, and without, for PgBouncer (see

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 	"time"
 )
@@ -287,19 +286,6 @@ func CheckDial(network string) error {
 		return errCutDial
 	}
 	return nil
-}
-
-// CheckSelfConnect closes c and returns an error if it is a TCP connection to
-// itself: dialling a local port on which nothing listens can pick that very
-// port as the source (a "simultaneous open"), and the connection then holds
-// the port that the database needs to restart on.
-func CheckSelfConnect(c net.Conn) (net.Conn, error) {
-	l, r := c.LocalAddr(), c.RemoteAddr()
-	if l != nil && r != nil && l.Network() == "tcp" && l.String() == r.String() {
-		c.Close()
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: r, Err: errors.New("connected to itself: nothing listens there")}
-	}
-	return c, nil
 }
 
 // Driver implements driver.Connector: the wrapped connector's driver,
