@@ -145,9 +145,10 @@
 // Every executing query holds one connection, so Workers is the number of
 // connections the pool keeps busy:
 //
-//   - The openers set MaxOpenConns and MaxIdleConns to Workers + SpareConns
-//     (2), so that each worker finds a connection and keeps it between
-//     queries. With fewer connections than workers the surplus queries wait
+//   - The openers set MaxOpenConns and MaxIdleConns to Workers +
+//     Config.SpareConns (2 by default), so that each worker finds a
+//     connection and keeps it between queries, and statements run outside
+//     Fanout have SpareConns of their own. With fewer connections than workers the surplus queries wait
 //     inside database/sql, which serves its waiters in random order: the
 //     order and fairness that reqpool keeps are lost there.
 //   - Directly to PostgreSQL, replicas × (Workers + 2, plus the 2 kept for

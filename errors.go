@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 )
 
@@ -132,15 +134,50 @@ func panicked(err error) bool {
 
 // PanicError is what a query that panicked returns instead: the process keeps
 // running and Fanout reports it like any other failure, wrapped in a
-// *QueryError.
+// *QueryError. Its Error is one line, for a log line: the panic's value and
+// the function that panicked, as "panic: kaboom (in main.load, at
+// /src/app/load.go:42)"; the whole stack is in Stack.
 type PanicError struct {
 	Value any    // the value passed to panic
 	Stack []byte // the panicking goroutine's stack, from runtime/debug.Stack
+
+	at string // the panicking frame, "function, at file:line"; "" if not found
 }
 
-func newPanicError(v any) *PanicError { return &PanicError{Value: v, Stack: debug.Stack()} }
+// newPanicError is called by the deferred recover of the query that
+// panicked.
+func newPanicError(v any) *PanicError {
+	return &PanicError{Value: v, Stack: debug.Stack(), at: panickingFrame()}
+}
 
-func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v\n\n%s", e.Value, e.Stack) }
+// panickingFrame returns the frame that called panic (or faulted), for a
+// caller that runs in a deferred function during the panic: the first frame
+// outside the runtime after runtime.gopanic.
+func panickingFrame() string {
+	pcs := make([]uintptr, 32)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs)])
+	panicking := false
+	for {
+		f, more := frames.Next()
+		switch {
+		case f.Function == "runtime.gopanic":
+			panicking = true
+		case panicking && !strings.HasPrefix(f.Function, "runtime."):
+			return fmt.Sprintf("%s, at %s:%d", f.Function, f.File, f.Line)
+		}
+		if !more {
+			return ""
+		}
+	}
+}
+
+func (e *PanicError) Error() string {
+	v := strings.ReplaceAll(fmt.Sprint(e.Value), "\n", " ")
+	if e.at == "" {
+		return "panic: " + v
+	}
+	return fmt.Sprintf("panic: %s (in %s)", v, e.at)
+}
 
 // Unwrap returns the panic value when it is an error, so that
 // errors.Is(err, http.ErrAbortHandler) and the like keep working.

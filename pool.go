@@ -47,6 +47,16 @@ type Config struct {
 	// ErrTooManyQueries, a Fanout of more than Workers plus its QueueSize.
 	MaxFanout int
 
+	// SpareConns is how many connections OpenPostgres and reqpgx.Open (and
+	// SizeDB) allow the database handle beyond Workers, for the statements
+	// that the application runs outside Fanout: handlers not yet moved to
+	// Fanout, an authentication middleware's lookup, health checks. Fanout's
+	// queries never take more than Workers, so with SpareConns at least the
+	// statements that run at once outside Fanout, those never wait for a
+	// connection, however busy the pool. 0 means the package's SpareConns
+	// (2).
+	SpareConns int
+
 	// RetryAfter is the delay that WriteError advertises in the Retry-After
 	// header of a 503 answer, rounded up to whole seconds. 0 means
 	// DefaultRetryAfter (1s).
@@ -110,6 +120,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"QueueSize", int64(c.QueueSize)},
 		{"PerRequest", int64(c.PerRequest)},
 		{"MaxFanout", int64(c.MaxFanout)},
+		{"SpareConns", int64(c.SpareConns)},
 		{"RetryAfter", int64(c.RetryAfter)},
 	} {
 		if f.v < 0 {
@@ -140,6 +151,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.RetryAfter == 0 {
 		c.RetryAfter = DefaultRetryAfter
+	}
+	if c.SpareConns == 0 {
+		c.SpareConns = SpareConns
 	}
 	return c, nil
 }

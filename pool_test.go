@@ -177,6 +177,11 @@ func TestPanicBecomesError(t *testing.T) {
 	if !strings.Contains(string(pe.Stack), "TestPanicBecomesError") {
 		t.Errorf("the stack does not show the panicking query:\n%s", pe.Stack)
 	}
+	// Its Error is one line, with the value and the function that panicked.
+	if msg := pe.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, "panic: kaboom (in github.com/reqpool/reqpool.TestPanicBecomesError.func2, at ") ||
+		!strings.Contains(msg, "pool_test.go:") {
+		t.Errorf("Error() = %q, want one line naming the value and the panicking function", msg)
+	}
 	// An error panic value stays reachable.
 	err = Fanout(handleCtx(t, p), Func(func(context.Context) error { panic(context.Canceled) }))
 	if !errors.Is(err, context.Canceled) {

@@ -25,10 +25,9 @@ import (
 // answers it with 503.
 var ErrDBUnavailable = pgwire.ErrUnavailable
 
-// SpareConns is how many connections OpenPostgres and reqpgx.Open allow
-// beyond the pool's Workers: room for statements the application runs
-// outside Fanout (health checks, a migration) without taking a worker's
-// connection.
+// SpareConns is the default of Config.SpareConns: how many connections
+// OpenPostgres and reqpgx.Open allow beyond the pool's Workers, for
+// statements the application runs outside Fanout.
 const SpareConns = 2
 
 // DefaultConnectTimeout bounds the opening of one connection when the DSN
@@ -78,7 +77,7 @@ const DefaultConnectTimeout = 5 * time.Second
 //     may pick that port as its source) is reset, not closed, so that it
 //     leaves no TIME_WAIT on the port the server restarts on, and reported
 //     as a dial error.
-//   - SetMaxOpenConns and SetMaxIdleConns to Workers + SpareConns, so that
+//   - SetMaxOpenConns and SetMaxIdleConns to Workers + Config.SpareConns, so that
 //     each worker finds a connection and keeps it between queries.
 //
 // The request-id tag of Select, Get and Exec costs lib/pq nothing measurable
@@ -123,7 +122,7 @@ func pqConfig(dsn string) (pq.Config, error) {
 }
 
 // SizeDB sets db's open and idle connection limits for p's Fanouts:
-// Workers + SpareConns each. For a db opened by OpenPostgres or
+// Workers + Config.SpareConns each. For a db opened by OpenPostgres or
 // reqpgx.Open, it also makes a shortage of connections cap p's running
 // queries (Stats.Limit) instead of failing them. OpenPostgres and reqpgx.Open call it. With a
 // nil db or p it does nothing (OpenPostgres and reqpgx.Open refuse a nil
@@ -132,7 +131,7 @@ func SizeDB(db *sql.DB, p *Pool) {
 	if db == nil || p == nil {
 		return
 	}
-	n := p.cfg.Workers + SpareConns
+	n := p.cfg.Workers + p.cfg.SpareConns
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)
 	if g := pgwire.Of(db); g != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,8 @@ import (
 // app, each with its own pool, share one PgBouncer in transaction mode.
 // What PostgreSQL sees under load (connections, statements at once), and
 // whether a client's hang-up still stops its statements through PgBouncer.
+// Then the same load on three replicas with too many Workers for
+// PgBouncer's default_pool_size: how the answers and their latency fare.
 func init() {
 	register(Scenario{ID: 9, Name: "replicas", Title: "Replicas behind one PgBouncer", Run: runReplicas,
 		Needs: []string{"DATABASE_URL", "PGBOUNCER_URL"}, NoContenders: true})
@@ -34,7 +37,15 @@ func init() {
 const (
 	replicaCount   = 3
 	replicaWorkers = 6
-	replicaOrgs    = 50 // the example's seeded orgs: ids 1..50
+	// oversizedWorkers is the -workers of the second set of replicas:
+	// replicaCount × oversizedWorkers = 48 statements at once, more than
+	// the default_pool_size = 20 that scripts/with-postgres.sh gives
+	// PgBouncer, so their transactions wait in PgBouncer.
+	oversizedWorkers = 16
+	// oversizedP99Goal bounds the oversized replicas' p99 latency of the
+	// requests answered 200, as a multiple of the correctly sized ones'.
+	oversizedP99Goal = 1.5
+	replicaOrgs      = 50 // the example's seeded orgs: ids 1..50
 	// reportQueries is how many statements GET /orgs/{id}/report runs.
 	reportQueries = 4
 	// samplePeriod is how often pg_stat_activity and SHOW POOLS are read.
@@ -47,21 +58,30 @@ const (
 // replicasRaw is scenario 9's raw data.
 type replicasRaw struct {
 	Replicas, Workers, Clients int
+	OversizedWorkers           int           // -workers of the second set of replicas
 	Warm, Duration             time.Duration // of the load's warm-up, and of its measured part
 	Server, Bouncer            string
 	DefaultPoolSize            int // PgBouncer's, from SHOW CONFIG
 	MaxConnections             int // PostgreSQL's
-	Build, Start               time.Duration
-	Load                       replicasLoad
-	HangUps                    []replicasHangUp
+	Build                      time.Duration
+	Start, OversizedStart      time.Duration // until each set of replicas answered
+	Load                       replicasLoad  // on the replicas of Workers
+	Oversized                  replicasLoad  // on the replicas of OversizedWorkers
+	// P99Ratio is Oversized.P99 / Load.P99: the oversized replicas' p99
+	// of the 200s against the correctly sized ones'.
+	P99Ratio jsonFloat
+	HangUps  []replicasHangUp // on the replicas of Workers
 }
 
 // replicasLoad is the closed-loop load and what the samplers saw during it.
+// Every request counts in one of OK, Unavailable and Failed.
 type replicasLoad struct {
-	OK, Failed          int
+	OK                  int   // answered 200 with a dashboard
+	Unavailable         int   // answered 503
+	Failed              int   // answered another status, or a 200 without a dashboard, or not answered
 	PerReplica          []int // 200 answers per replica
-	ReqPerSec, P50, P99 jsonFloat
-	FirstErr            string `json:",omitempty"`
+	ReqPerSec, P50, P99 jsonFloat // of the 200s
+	FirstErr            string    `json:",omitempty"` // the first of Failed's errors
 	replicasPeaks
 }
 
@@ -86,7 +106,8 @@ type replicasHangUp struct {
 
 func runReplicas(ctx context.Context, env *Env) (*Section, error) {
 	dsn, bouncer := os.Getenv("DATABASE_URL"), os.Getenv("PGBOUNCER_URL")
-	raw := replicasRaw{Replicas: replicaCount, Workers: replicaWorkers, Clients: 48, Warm: time.Second, Duration: 8 * time.Second}
+	raw := replicasRaw{Replicas: replicaCount, Workers: replicaWorkers, OversizedWorkers: oversizedWorkers,
+		Clients: 48, Warm: time.Second, Duration: 8 * time.Second}
 	hangUps := min(env.reps(), 3)
 	if env.Quick {
 		raw.Clients, raw.Warm, raw.Duration, hangUps = 12, 100*time.Millisecond, 500*time.Millisecond, 1
@@ -106,13 +127,8 @@ func runReplicas(ctx context.Context, env *Env) (*Section, error) {
 	if err := raw.readSettings(ctx, dsn, bouncer, monitor, admin); err != nil {
 		return nil, err
 	}
-	// The replicas would load the schema on their first start, one at a
-	// time; loading it here keeps that out of their start-up.
-	start := time.Now()
-	if loaded, err := store.Ensure(ctx, monitor, false); err != nil {
+	if err := ensureSchema(ctx, env, monitor); err != nil {
 		return nil, err
-	} else if loaded {
-		env.Logf("  replicas: schema and seed data loaded in %v", time.Since(start).Round(time.Millisecond))
 	}
 
 	tmp, err := os.MkdirTemp("", "reqpool-replicas-")
@@ -120,75 +136,166 @@ func runReplicas(ctx context.Context, env *Env) (*Section, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	start = time.Now()
+	start := time.Now()
 	bin, err := buildDashboard(ctx, env, tmp)
 	if err != nil {
 		return nil, err
 	}
 	raw.Build = time.Since(start)
 
-	start = time.Now()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: raw.Clients}, Timeout: time.Minute}
 	defer client.CloseIdleConnections()
-	var replicas []*replica
-	// stopAll stops the replicas once their work and PgBouncer's cancels
-	// are done, and returns what went wrong. Deferred, it covers the paths
-	// that return early; the last path calls it itself, and reports.
-	stopAll := func() []string {
-		var errs []string
-		if err := quiesce(ctx, client, replicas, admin, 5*time.Second); err != nil {
-			errs = append(errs, err.Error())
-		}
-		// A connection that the client dialled but never sent a request
-		// on holds a replica's graceful shutdown for 5 s.
-		client.CloseIdleConnections()
-		for i, r := range replicas {
-			if err := r.Stop(); err != nil {
-				errs = append(errs, fmt.Sprintf("replica %d: %v", i+1, err))
-			}
-		}
-		replicas = nil
-		return errs
-	}
+	fleet := &replicaFleet{bin: bin, bouncer: bouncer, client: client, monitor: monitor, admin: admin}
+	// Deferred, stop covers the paths that return early; measure stops
+	// each set itself, and reports.
 	defer func() {
-		for _, e := range stopAll() {
+		for _, e := range fleet.stop(ctx) {
 			env.Logf("  replicas: %s", e)
 		}
 	}()
-	for range replicaCount {
-		r, err := startReplica(bin, "-db", bouncer, "-workers", strconv.Itoa(replicaWorkers))
-		if err != nil {
-			return nil, err
-		}
-		replicas = append(replicas, r)
-	}
-	for i, r := range replicas {
-		if err := r.ready(ctx, time.Minute); err != nil {
-			return nil, fmt.Errorf("replica %d: %w", i+1, err)
-		}
-		if err := replicaDashboard(ctx, client, r.URL, 1); err != nil {
-			return nil, fmt.Errorf("replica %d: first request: %w", i+1, err)
-		}
-	}
-	raw.Start = time.Since(start)
-	env.Logf("  replicas: built in %v, %d replicas answering in %v", raw.Build.Round(time.Millisecond), replicaCount, raw.Start.Round(time.Millisecond))
-
-	if raw.Load, err = replicasLoadRun(ctx, client, replicas, monitor, admin, raw.Clients, raw.Warm, raw.Duration); err != nil {
+	exits, err := raw.measure(ctx, env, fleet, hangUps)
+	if err != nil {
 		return nil, err
 	}
-	env.Logf("  replicas: load done, %s req/s", fmtFloat(float64(raw.Load.ReqPerSec)))
-	for n := range hangUps {
-		h, err := replicasHangUpRun(ctx, client, replicas[1].URL, monitor, fmt.Sprintf("replicas-hangup-%d-%d", time.Now().Unix(), n+1))
+	// An unclean stop is a result, not only a log line.
+	return replicasSection(&raw, exits), nil
+}
+
+// ensureSchema loads the example's schema and seed data unless they are
+// there: the replicas would load them on their first start, one at a time;
+// loading them here keeps that out of their start-up.
+func ensureSchema(ctx context.Context, env *Env, monitor *sqlx.DB) error {
+	start := time.Now()
+	loaded, err := store.Ensure(ctx, monitor, false)
+	if err != nil {
+		return err
+	}
+	if loaded {
+		env.Logf("  replicas: schema and seed data loaded in %v", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// measure runs the scenario's two deployments on f, one after the other:
+// replicas of raw.Workers take the load, then the hang-ups, and stop; then
+// replicas of raw.OversizedWorkers take the same load, and stop. It returns
+// what went wrong in the stops.
+func (raw *replicasRaw) measure(ctx context.Context, env *Env, f *replicaFleet, hangUps int) ([]string, error) {
+	var err error
+	if raw.Start, err = f.start(ctx, raw.Workers); err != nil {
+		return nil, err
+	}
+	env.Logf("  replicas: built in %v, %d replicas of %d Workers answering in %v", raw.Build.Round(time.Millisecond),
+		replicaCount, raw.Workers, raw.Start.Round(time.Millisecond))
+	if raw.Load, err = f.load(ctx, raw.Clients, raw.Warm, raw.Duration); err != nil {
+		return nil, err
+	}
+	env.Logf("  replicas: load done, %s", raw.Load.summary())
+	if raw.HangUps, err = f.hangUps(ctx, hangUps); err != nil {
+		return nil, err
+	}
+	exits := f.stop(ctx)
+
+	if raw.OversizedStart, err = f.start(ctx, raw.OversizedWorkers); err != nil {
+		return nil, err
+	}
+	env.Logf("  replicas: %d replicas of %d Workers answering in %v", replicaCount, raw.OversizedWorkers,
+		raw.OversizedStart.Round(time.Millisecond))
+	if raw.Oversized, err = f.load(ctx, raw.Clients, raw.Warm, raw.Duration); err != nil {
+		return nil, err
+	}
+	raw.P99Ratio = jsonFloat(float64(raw.Oversized.P99) / float64(raw.Load.P99))
+	env.Logf("  replicas: oversized load done, %s; p99 %s of the correctly sized", raw.Oversized.summary(),
+		fmtRatio(float64(raw.P99Ratio)))
+	return append(exits, f.stop(ctx)...), nil
+}
+
+// summary formats the load's answers and latencies for the progress log.
+func (l *replicasLoad) summary() string {
+	return fmt.Sprintf("%s req/s; %d answered 200, %d 503, %d other failures; p50 %s ms, p99 %s ms",
+		fmtFloat(float64(l.ReqPerSec)), l.OK, l.Unavailable, l.Failed, fmtMs(float64(l.P50)), fmtMs(float64(l.P99)))
+}
+
+// replicaFleet is one set of replicas of the example app at a time, all
+// of the same Workers, behind one PgBouncer, with what loads, samples and
+// stops them.
+type replicaFleet struct {
+	bin      string // the app's binary
+	bouncer  string // PGBOUNCER_URL, the replicas' -db
+	client   *http.Client
+	monitor  *sqlx.DB // a direct connection to PostgreSQL
+	admin    *bouncerAdmin
+	workers  int        // the running replicas' -workers
+	replicas []*replica // those started and not yet stopped
+}
+
+// start starts replicaCount replicas with -workers workers, waits until
+// each answers a first dashboard, and returns how long that took. The
+// replicas are f's to stop, even when start fails.
+func (f *replicaFleet) start(ctx context.Context, workers int) (time.Duration, error) {
+	start := time.Now()
+	f.workers = workers
+	for range replicaCount {
+		r, err := startReplica(f.bin, "-db", f.bouncer, "-workers", strconv.Itoa(workers))
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
-		raw.HangUps = append(raw.HangUps, h)
-		if err := quiesce(ctx, client, replicas, admin, 5*time.Second); err != nil {
-			return nil, err
+		f.replicas = append(f.replicas, r)
+	}
+	for i, r := range f.replicas {
+		if err := r.ready(ctx, time.Minute); err != nil {
+			return 0, fmt.Errorf("replica %d of %d Workers: %w", i+1, workers, err)
+		}
+		if err := replicaDashboard(ctx, f.client, r.URL, 1); err != nil {
+			return 0, fmt.Errorf("replica %d of %d Workers: first request: %w", i+1, workers, err)
 		}
 	}
-	// An unclean stop is a result, not only a log line.
-	return replicasSection(&raw, stopAll()), nil
+	return time.Since(start), nil
+}
+
+// stop stops the replicas once their work and PgBouncer's cancels are
+// done, and returns what went wrong; it does nothing when none runs.
+func (f *replicaFleet) stop(ctx context.Context) []string {
+	if len(f.replicas) == 0 {
+		return nil
+	}
+	var errs []string
+	if err := quiesce(ctx, f.client, f.replicas, f.admin, 5*time.Second); err != nil {
+		errs = append(errs, fmt.Sprintf("%d Workers: %v", f.workers, err))
+	}
+	// A connection that the client dialled but never sent a request
+	// on holds a replica's graceful shutdown for 5 s.
+	f.client.CloseIdleConnections()
+	for i, r := range f.replicas {
+		if err := r.Stop(); err != nil {
+			errs = append(errs, fmt.Sprintf("%d Workers, replica %d: %v", f.workers, i+1, err))
+		}
+	}
+	f.replicas = nil
+	return errs
+}
+
+// load drives the running replicas with n closed-loop clients; see
+// replicasLoadRun.
+func (f *replicaFleet) load(ctx context.Context, n int, warm, dur time.Duration) (replicasLoad, error) {
+	return replicasLoadRun(ctx, f.client, f.replicas, f.monitor, f.admin, n, warm, dur)
+}
+
+// hangUps runs n hang-ups on the second replica, one at a time, each once
+// the replicas and PgBouncer are quiet again.
+func (f *replicaFleet) hangUps(ctx context.Context, n int) ([]replicasHangUp, error) {
+	var out []replicasHangUp
+	for i := range n {
+		h, err := replicasHangUpRun(ctx, f.client, f.replicas[1].URL, f.monitor, fmt.Sprintf("replicas-hangup-%d-%d", time.Now().Unix(), i+1))
+		if err != nil {
+			return out, err
+		}
+		out = append(out, h)
+		if err := quiesce(ctx, f.client, f.replicas, f.admin, 5*time.Second); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }
 
 // readSettings reads the versions and the limits that the section reports:
@@ -295,45 +402,103 @@ func replicasLoadRun(ctx context.Context, client *http.Client, replicas []*repli
 func driveReplicas(ctx context.Context, client *http.Client, replicas []*replica, n int, dur time.Duration) replicasLoad {
 	load := replicasLoad{PerReplica: make([]int, len(replicas))}
 	var (
-		mu   sync.Mutex
-		lats []float64
-		wg   sync.WaitGroup
+		mu  sync.Mutex
+		all loadTally
+		wg  sync.WaitGroup
 	)
 	deadline := time.Now().Add(dur)
 	began := time.Now()
 	for i := range n {
 		wg.Go(func() {
 			r := i % len(replicas)
-			rng := rand.New(rand.NewPCG(uint64(i), 9))
-			var mine []float64
-			failed := 0
-			var firstErr error
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				t0 := time.Now()
-				if err := replicaDashboard(ctx, client, replicas[r].URL, 1+rng.IntN(replicaOrgs)); err != nil {
-					failed++
-					if firstErr == nil {
-						firstErr = err
-					}
-					continue
-				}
-				mine = append(mine, ms(time.Since(t0)))
-			}
+			t := driveClient(ctx, client, replicas[r].URL, rand.New(rand.NewPCG(uint64(i), 9)), deadline)
 			mu.Lock()
 			defer mu.Unlock()
-			lats = append(lats, mine...)
-			load.PerReplica[r] += len(mine)
-			load.Failed += failed
-			if load.FirstErr == "" && firstErr != nil {
-				load.FirstErr = firstErr.Error()
-			}
+			load.PerReplica[r] += len(t.lats)
+			all.add(t)
 		})
 	}
 	wg.Wait()
-	load.OK = len(lats)
-	load.ReqPerSec = jsonFloat(float64(len(lats)) / time.Since(began).Seconds())
-	load.P50, load.P99 = jsonFloat(percentile(lats, 50)), jsonFloat(percentile(lats, 99))
+	load.OK, load.Unavailable, load.Failed = len(all.lats), all.unavailable, all.failed
+	if all.firstErr != nil {
+		load.FirstErr = all.firstErr.Error()
+	}
+	load.ReqPerSec = jsonFloat(float64(len(all.lats)) / time.Since(began).Seconds())
+	load.P50, load.P99 = jsonFloat(percentile(all.lats, 50)), jsonFloat(percentile(all.lats, 99))
 	return load
+}
+
+// loadTally is what one closed-loop client, or several, got back.
+type loadTally struct {
+	lats        []float64 // ms, of the requests answered 200
+	unavailable int       // requests answered 503
+	failed      int       // the other requests
+	firstErr    error     // the first of failed's errors
+}
+
+// add adds o's requests to t's; t's first error stays first.
+func (t *loadTally) add(o loadTally) {
+	t.lats = append(t.lats, o.lats...)
+	t.unavailable += o.unavailable
+	t.failed += o.failed
+	if t.firstErr == nil {
+		t.firstErr = o.firstErr
+	}
+}
+
+// driveClient asks the replica at base, one request after the other until
+// deadline, for the dashboard of an org drawn from rng, and tallies the
+// answers. A 503 is asked again at once, as any other answer is.
+func driveClient(ctx context.Context, client *http.Client, base string, rng *rand.Rand, deadline time.Time) loadTally {
+	var t loadTally
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		t0 := time.Now()
+		status, err := fetchDashboard(ctx, client, base, 1+rng.IntN(replicaOrgs))
+		switch {
+		case err != nil:
+			t.failed++
+			if t.firstErr == nil {
+				t.firstErr = err
+			}
+		case status == http.StatusServiceUnavailable:
+			t.unavailable++
+		default:
+			t.lats = append(t.lats, ms(time.Since(t0)))
+		}
+	}
+	return t
+}
+
+// fetchDashboard asks the replica at base for the dashboard of org and
+// returns the answer's status. The error is nil for a 200 whose body is a
+// dashboard and for a 503 (the app's refusal: overloaded, shutting down or
+// database unavailable); it says what went wrong for any other answer, or
+// for none.
+func fetchDashboard(ctx context.Context, client *http.Client, base string, org int) (int, error) {
+	url := fmt.Sprintf("%s/orgs/%d/dashboard", base, org)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	// Read to the end, so that the connection serves the next request.
+	defer io.Copy(io.Discard, resp.Body)
+	switch resp.StatusCode {
+	case http.StatusOK:
+		var d store.Dashboard
+		if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+			return resp.StatusCode, fmt.Errorf("GET %s: 200, decode: %w", url, err)
+		}
+		return resp.StatusCode, nil
+	case http.StatusServiceUnavailable:
+		return resp.StatusCode, nil
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	return resp.StatusCode, fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
 }
 
 // serverConnsQuery counts the client backends on the database whose
