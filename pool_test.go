@@ -24,6 +24,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		{QueueSize: -1},
 		{PerRequest: -1},
 		{MaxFanout: -1},
+		{SpareConns: -1},
 		{RetryAfter: -time.Second},
 		{Workers: 2, QueueSize: 3, MaxFanout: 6},
 		{QueueSize: math.MaxInt}, // Workers+QueueSize would overflow
@@ -38,7 +39,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{Workers: DefaultWorkers, QueueSize: DefaultQueueSize, MaxFanout: DefaultMaxFanout,
-		RetryAfter: DefaultRetryAfter}
+		SpareConns: SpareConns, RetryAfter: DefaultRetryAfter}
 	if got := p.Config(); !reflect.DeepEqual(got, want) {
 		t.Errorf("zero Config became %+v, want %+v", got, want)
 	}

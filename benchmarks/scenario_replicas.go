@@ -76,10 +76,10 @@ type replicasRaw struct {
 // replicasLoad is the closed-loop load and what the samplers saw during it.
 // Every request counts in one of OK, Unavailable and Failed.
 type replicasLoad struct {
-	OK                  int   // answered 200 with a dashboard
-	Unavailable         int   // answered 503
-	Failed              int   // answered another status, or a 200 without a dashboard, or not answered
-	PerReplica          []int // 200 answers per replica
+	OK                  int       // answered 200 with a dashboard
+	Unavailable         int       // answered 503
+	Failed              int       // answered another status, or a 200 without a dashboard, or not answered
+	PerReplica          []int     // 200 answers per replica
 	ReqPerSec, P50, P99 jsonFloat // of the 200s
 	FirstErr            string    `json:",omitempty"` // the first of Failed's errors
 	replicasPeaks
@@ -106,13 +106,7 @@ type replicasHangUp struct {
 
 func runReplicas(ctx context.Context, env *Env) (*Section, error) {
 	dsn, bouncer := os.Getenv("DATABASE_URL"), os.Getenv("PGBOUNCER_URL")
-	raw := replicasRaw{Replicas: replicaCount, Workers: replicaWorkers, OversizedWorkers: oversizedWorkers,
-		Clients: 48, Warm: time.Second, Duration: 8 * time.Second}
-	hangUps := min(env.reps(), 3)
-	if env.Quick {
-		raw.Clients, raw.Warm, raw.Duration, hangUps = 12, 100*time.Millisecond, 500*time.Millisecond, 1
-	}
-
+	raw, hangUps := newReplicasRaw(env)
 	monitor, err := openMonitor(dsn)
 	if err != nil {
 		return nil, err
@@ -159,6 +153,18 @@ func runReplicas(ctx context.Context, env *Env) (*Section, error) {
 	}
 	// An unclean stop is a result, not only a log line.
 	return replicasSection(&raw, exits), nil
+}
+
+// newReplicasRaw returns the raw data of a run of env, its sizes set but
+// nothing measured, and how many hang-ups to run.
+func newReplicasRaw(env *Env) (replicasRaw, int) {
+	raw := replicasRaw{Replicas: replicaCount, Workers: replicaWorkers, OversizedWorkers: oversizedWorkers,
+		Clients: 48, Warm: time.Second, Duration: 8 * time.Second}
+	hangUps := min(env.reps(), 3)
+	if env.Quick {
+		raw.Clients, raw.Warm, raw.Duration, hangUps = 12, 100*time.Millisecond, 500*time.Millisecond, 1
+	}
+	return raw, hangUps
 }
 
 // ensureSchema loads the example's schema and seed data unless they are
@@ -616,59 +622,10 @@ func replicasHangUpRun(ctx context.Context, client *http.Client, base string, mo
 // replicasSection builds the report section. exits lists the replicas
 // that did not stop cleanly.
 func replicasSection(raw *replicasRaw, exits []string) *Section {
-	l := raw.Load
-	clientConns := raw.Replicas * (raw.Workers + reqpool.SpareConns)
-	load := Table{
-		Caption: fmt.Sprintf("Closed-loop load, %d clients for %s:", raw.Clients, raw.Duration),
-		Header:  []string{"measure", "value"},
-		Rows: [][]string{
-			{"throughput (req/s)", fmtFloat(float64(l.ReqPerSec))},
-			{"p50 / p99 latency (ms)", fmtMs(float64(l.P50)) + " / " + fmtMs(float64(l.P99))},
-			{"errors (requests not answered 200)", fmtInt(int64(l.Failed)) + " of " + fmtInt(int64(l.OK+l.Failed))},
-			{"requests answered per replica", perReplica(l.PerReplica)},
-			{"peak server connections from PgBouncer (pg_stat_activity)", strconv.Itoa(l.ServerConns)},
-			{"PgBouncer default_pool_size", strconv.Itoa(raw.DefaultPoolSize)},
-			{"peak statements active on the server (sampled)", strconv.Itoa(l.Active)},
-			{"replicas × Workers", strconv.Itoa(raw.Replicas * raw.Workers)},
-			{"peak sv_active / sv_idle (SHOW POOLS)", fmt.Sprintf("%d / %d", l.SvActive, l.SvIdle)},
-			{"peak cl_waiting, maxwait (ms)", fmt.Sprintf("%d, %s", l.ClWaiting, fmtMs(float64(l.MaxWaitMs)))},
-			{"client connections to PgBouncer, at most: replicas × (Workers + 2)", strconv.Itoa(clientConns)},
-			{"PostgreSQL max_connections", strconv.Itoa(raw.MaxConnections)},
-			{"samples", fmtInt(int64(l.Samples))},
-		},
-	}
-	hang := Table{
-		Caption: "Hang-ups through PgBouncer, `GET /orgs/1/report?sleep=30` on replica 2:",
-		Header:  []string{"request id", "all 4 statements active after (ms)", "none active after the hang-up (ms)"},
-	}
-	var gone []float64
-	for _, h := range raw.HangUps {
-		g := float64(h.Gone)
-		if math.IsNaN(g) {
-			g = math.Inf(1)
-		}
-		gone = append(gone, g)
-		hang.Rows = append(hang.Rows, []string{"`" + h.ID + "`", fmtMs(float64(h.Active)), goneCell(h.Gone)})
-	}
-	worst := maxOf(gone)
-
+	hang, worst := replicasHangUpTable(raw)
 	s := &Section{
-		Setup: fmt.Sprintf("Three processes of the example app (`examples/dashboard`, built with `go build`), each "+
-			"started as `dashboard -addr 127.0.0.1:0 -db $PGBOUNCER_URL -workers %d`: one reqpool pool of %d Workers per "+
-			"process, each opening the database with `reqpool.OpenPostgres` (lib/pq, sized to Workers + 2 connections), "+
-			"all through one %s in transaction mode in front of %s. %d clients, spread round-robin over the replicas, "+
-			"ask in a closed loop for `GET /orgs/{id}/dashboard` (5 queries) of a random org among %d: %s of warm-up, "+
-			"then %s measured. Meanwhile a sampler reads, every %s, PgBouncer's `SHOW SERVERS` and `SHOW POOLS` on its "+
-			"admin console and, on a direct connection, `pg_stat_activity`: the client backends of the database whose pid "+
-			"is one of PgBouncer's server connections (so that other clients of the same server do not count), and how "+
-			"many of them are active. Then, %s, a client asks replica 2 for a report whose 4 statements sleep "+
-			"30 s, with an `X-Request-ID` of its own; once all 4 are active in `pg_stat_activity` (found by "+
-			"`/*request_id='…'*/` in `query`), it hangs up, and a poller measures how long until none is active. At the "+
-			"end, once the replicas are idle and PgBouncer has no cancel request under way, they stop with SIGTERM. "+
-			"Building the app took %s, starting the three %s.",
-			raw.Workers, raw.Workers, raw.Bouncer, raw.Server, raw.Clients, replicaOrgs, raw.Warm, raw.Duration, samplePeriod,
-			times(len(raw.HangUps)), raw.Build.Round(100*time.Millisecond), raw.Start.Round(10*time.Millisecond)),
-		Tables: []Table{load, hang},
+		Setup:  replicasSetup(raw),
+		Tables: []Table{replicasLoadTable(raw), replicasPeaksTable(raw), hang},
 		Raw:    raw,
 	}
 	s.Goals = []Goal{
@@ -680,17 +637,14 @@ func replicasSection(raw *replicasRaw, exits []string) *Section {
 			Note: "The cancel goes to PgBouncer, which forwards it to the server connection running the statement: a " +
 				"statement still active past the goal means that a CancelRequest was lost or came too early, and was not chased.",
 		},
-		{
-			Goal: "3 replicas under load: every request answered, at most replicas × Workers statements at once",
-			Measured: fmt.Sprintf("%s of %s failed; peak %d statements active (bound %d)", fmtInt(int64(l.Failed)),
-				fmtInt(int64(l.OK+l.Failed)), l.Active, raw.Replicas*raw.Workers),
-			Met:  l.Failed == 0 && l.Active <= raw.Replicas*raw.Workers,
-			Note: "First error: " + l.FirstErr,
-		},
+		raw.sizedGoal(),
+		raw.oversizedGoal(),
 	}
 	s.Notes = append(s.Notes, replicasSizing(raw))
-	if l.SampleErr != "" {
-		s.Notes = append(s.Notes, "A sample failed: "+l.SampleErr)
+	for _, l := range []*replicasLoad{&raw.Load, &raw.Oversized} {
+		if l.SampleErr != "" {
+			s.Notes = append(s.Notes, "A sample failed: "+l.SampleErr)
+		}
 	}
 	if len(exits) > 0 {
 		s.Notes = append(s.Notes, "**Replicas that did not stop cleanly:** "+strings.Join(exits, "; "))
@@ -698,26 +652,206 @@ func replicasSection(raw *replicasRaw, exits []string) *Section {
 	return s
 }
 
+// replicasSetup is the section's description of the run.
+func replicasSetup(raw *replicasRaw) string {
+	return fmt.Sprintf("Three processes of the example app (`examples/dashboard`, built with `go build`), each "+
+		"started as `dashboard -addr 127.0.0.1:0 -db $PGBOUNCER_URL -workers %d`: one reqpool pool of %d Workers per "+
+		"process, each opening the database with `reqpool.OpenPostgres` (lib/pq, sized to Workers + 2 connections), "+
+		"all through one %s in transaction mode in front of %s. %d clients, spread round-robin over the replicas, "+
+		"ask in a closed loop for `GET /orgs/{id}/dashboard` (5 queries) of a random org among %d: %s of warm-up, "+
+		"then %s measured. A request counts as answered 200 (with a dashboard), answered 503 (the app's refusal), "+
+		"or failed (any other answer, or none); a client asks again at once whatever the answer, and latencies are "+
+		"of the 200s. Meanwhile a sampler reads, every %s, PgBouncer's `SHOW SERVERS` and `SHOW POOLS` on its "+
+		"admin console and, on a direct connection, `pg_stat_activity`: the client backends of the database whose pid "+
+		"is one of PgBouncer's server connections (so that other clients of the same server do not count), and how "+
+		"many of them are active. Then, %s, a client asks replica 2 for a report whose 4 statements sleep "+
+		"30 s, with an `X-Request-ID` of its own; once all 4 are active in `pg_stat_activity` (found by "+
+		"`/*request_id='…'*/` in `query`), it hangs up, and a poller measures how long until none is active. Once "+
+		"the replicas are idle and PgBouncer has no cancel request under way, they stop with SIGTERM, and three more "+
+		"start with `-workers %d` instead: %s, an oversized deployment, which take the same load, sampled the same "+
+		"way, and stop the same way. Building the app took %s, starting the first three %s, the other three %s.",
+		raw.Workers, raw.Workers, raw.Bouncer, raw.Server, raw.Clients, replicaOrgs, raw.Warm, raw.Duration, samplePeriod,
+		times(len(raw.HangUps)), raw.OversizedWorkers, raw.statements(raw.OversizedWorkers),
+		raw.Build.Round(100*time.Millisecond), raw.Start.Round(10*time.Millisecond), raw.OversizedStart.Round(10*time.Millisecond))
+}
+
+// statements formats the statements that replicas of workers Workers run
+// at once, at most, against PgBouncer's default_pool_size: "3 × 6 = 18 ≤ 20".
+func (raw *replicasRaw) statements(workers int) string {
+	n, rel := raw.Replicas*workers, "≤"
+	if n > raw.DefaultPoolSize {
+		rel = ">"
+	}
+	return fmt.Sprintf("%d × %d = %d %s %d", raw.Replicas, workers, n, rel, raw.DefaultPoolSize)
+}
+
+// deployment names the replicas of workers Workers in a table's row or
+// column: "3 × 6 Workers".
+func (raw *replicasRaw) deployment(workers int) string {
+	return fmt.Sprintf("%d × %d Workers", raw.Replicas, workers)
+}
+
+// replicasLoadTable is the answers and latencies of both deployments, side
+// by side.
+func replicasLoadTable(raw *replicasRaw) Table {
+	t := Table{
+		Caption: fmt.Sprintf("Closed-loop load, %d clients for %s, on each set of replicas (PgBouncer default_pool_size = %d; "+
+			"latencies of the requests answered 200):", raw.Clients, raw.Duration, raw.DefaultPoolSize),
+		Header: []string{"replicas", "replicas × Workers vs default_pool_size", "answered 200", "answered 503",
+			"other failures", "req/s (200s)", "p50 (ms)", "p99 (ms)", "p99 / correctly sized p99"},
+	}
+	for _, d := range []struct {
+		workers int
+		load    *replicasLoad
+		ratio   float64
+	}{{raw.Workers, &raw.Load, 1}, {raw.OversizedWorkers, &raw.Oversized, float64(raw.P99Ratio)}} {
+		l := d.load
+		t.Rows = append(t.Rows, []string{raw.deployment(d.workers), raw.statements(d.workers),
+			fmtInt(int64(l.OK)), fmtInt(int64(l.Unavailable)), fmtInt(int64(l.Failed)), fmtFloat(float64(l.ReqPerSec)),
+			fmtMs(float64(l.P50)), fmtMs(float64(l.P99)), fmtRatio(d.ratio)})
+	}
+	return t
+}
+
+// replicasPeaksTable is what the samplers saw during each deployment's
+// load, with the limits to read it against.
+func replicasPeaksTable(raw *replicasRaw) Table {
+	a, b := &raw.Load, &raw.Oversized
+	row := func(measure string, f func(l *replicasLoad, workers int) string) []string {
+		return []string{measure, f(a, raw.Workers), f(b, raw.OversizedWorkers)}
+	}
+	return Table{
+		Caption: fmt.Sprintf("What PostgreSQL and PgBouncer saw during the load (sampled every %s):", samplePeriod),
+		Header:  []string{"measure", raw.deployment(raw.Workers), raw.deployment(raw.OversizedWorkers)},
+		Rows: [][]string{
+			row("requests answered 200 per replica", func(l *replicasLoad, _ int) string { return perReplica(l.PerReplica) }),
+			row("peak server connections from PgBouncer (pg_stat_activity)", func(l *replicasLoad, _ int) string { return strconv.Itoa(l.ServerConns) }),
+			row("PgBouncer default_pool_size", func(*replicasLoad, int) string { return strconv.Itoa(raw.DefaultPoolSize) }),
+			row("peak statements active on the server (sampled)", func(l *replicasLoad, _ int) string { return strconv.Itoa(l.Active) }),
+			row("replicas × Workers", func(_ *replicasLoad, w int) string { return strconv.Itoa(raw.Replicas * w) }),
+			row("peak sv_active / sv_idle (SHOW POOLS)", func(l *replicasLoad, _ int) string { return fmt.Sprintf("%d / %d", l.SvActive, l.SvIdle) }),
+			row("peak cl_waiting, maxwait (ms)", func(l *replicasLoad, _ int) string {
+				return fmt.Sprintf("%d, %s", l.ClWaiting, fmtMs(float64(l.MaxWaitMs)))
+			}),
+			row("client connections to PgBouncer, at most: replicas × (Workers + 2)", func(_ *replicasLoad, w int) string {
+				return strconv.Itoa(raw.Replicas * (w + reqpool.SpareConns))
+			}),
+			row("PostgreSQL max_connections", func(*replicasLoad, int) string { return strconv.Itoa(raw.MaxConnections) }),
+			row("samples", func(l *replicasLoad, _ int) string { return fmtInt(int64(l.Samples)) }),
+		},
+	}
+}
+
+// replicasHangUpTable is the hang-ups' table, and the worst time until a
+// hang-up's statements left the server (+Inf if some outlived the wait).
+func replicasHangUpTable(raw *replicasRaw) (Table, float64) {
+	hang := Table{
+		Caption: fmt.Sprintf("Hang-ups through PgBouncer, `GET /orgs/1/report?sleep=30` on replica 2 of the replicas "+
+			"of %d Workers:", raw.Workers),
+		Header: []string{"request id", "all 4 statements active after (ms)", "none active after the hang-up (ms)"},
+	}
+	var gone []float64
+	for _, h := range raw.HangUps {
+		g := float64(h.Gone)
+		if math.IsNaN(g) {
+			g = math.Inf(1)
+		}
+		gone = append(gone, g)
+		hang.Rows = append(hang.Rows, []string{"`" + h.ID + "`", fmtMs(float64(h.Active)), goneCell(h.Gone)})
+	}
+	return hang, maxOf(gone)
+}
+
+// sizedGoal is the goal of the correctly sized replicas' load: every
+// request answered 200, and no more statements at once than their Workers.
+func (raw *replicasRaw) sizedGoal() Goal {
+	l, bound := &raw.Load, raw.Replicas*raw.Workers
+	return Goal{
+		Goal: fmt.Sprintf("%d replicas of %d Workers under load: every request answered 200, at most replicas × "+
+			"Workers statements at once", raw.Replicas, raw.Workers),
+		Measured: fmt.Sprintf("%s of %s not answered 200 (%s 503, %s other failures); peak %d statements active (bound %d)",
+			fmtInt(int64(l.Unavailable+l.Failed)), fmtInt(int64(l.OK+l.Unavailable+l.Failed)), fmtInt(int64(l.Unavailable)),
+			fmtInt(int64(l.Failed)), l.Active, bound),
+		Met:  l.Failed == 0 && l.Unavailable == 0 && l.Active <= bound,
+		Note: l.failureNote(),
+	}
+}
+
+// oversizedGoal is the goal of the oversized replicas' load: every request
+// of both loads answered 200 or 503, and the oversized replicas' p99 of
+// the 200s within oversizedP99Goal of the correctly sized ones'.
+func (raw *replicasRaw) oversizedGoal() Goal {
+	a, b, ratio := &raw.Load, &raw.Oversized, float64(raw.P99Ratio)
+	g := Goal{
+		Goal: fmt.Sprintf("%d replicas of %d Workers (%s default_pool_size) under the same load: every request "+
+			"answered 200 or 503, p99 of the 200s within %.1f× that of %d replicas of %d Workers", raw.Replicas,
+			raw.OversizedWorkers, raw.statements(raw.OversizedWorkers), oversizedP99Goal, raw.Replicas, raw.Workers),
+		Measured: fmt.Sprintf("other failures %s (%s) and %s (%s), 503s %s and %s; p99 %s ms against %s ms: %s",
+			fmtInt(int64(b.Failed)), raw.deployment(raw.OversizedWorkers), fmtInt(int64(a.Failed)), raw.deployment(raw.Workers),
+			fmtInt(int64(b.Unavailable)), fmtInt(int64(a.Unavailable)), fmtMs(float64(b.P99)), fmtMs(float64(a.P99)), fmtRatio(ratio)),
+		Met: a.Failed == 0 && b.Failed == 0 && ratio <= oversizedP99Goal,
+	}
+	g.Note = fmt.Sprintf("With %s, transactions wait in PgBouncer for a server connection (peak cl_waiting %d, "+
+		"maxwait %s ms), outside reqpool's order: a request's queries no longer start together.",
+		raw.statements(raw.OversizedWorkers), b.ClWaiting, fmtMs(float64(b.MaxWaitMs)))
+	if n := b.failureNote(); n != "" {
+		g.Note += " " + n
+	}
+	return g
+}
+
+// failureNote says what went wrong with the load's requests, if anything.
+func (l *replicasLoad) failureNote() string {
+	var parts []string
+	if l.Unavailable > 0 {
+		parts = append(parts, fmt.Sprintf("%s requests answered 503.", fmtInt(int64(l.Unavailable))))
+	}
+	if l.FirstErr != "" {
+		parts = append(parts, "First other failure: "+l.FirstErr)
+	}
+	return strings.Join(parts, " ")
+}
+
 // replicasSizing is the section's sizing paragraph, with the run's
 // numbers.
 func replicasSizing(raw *replicasRaw) string {
 	l, statements := raw.Load, raw.Replicas*raw.Workers
-	wait := fmt.Sprintf("%d ≤ %d, so they need not wait in PgBouncer for a server connection", statements, raw.DefaultPoolSize)
-	if statements > raw.DefaultPoolSize {
-		wait = fmt.Sprintf("%d > %d, so at full load some wait in PgBouncer for a server connection", statements, raw.DefaultPoolSize)
-	}
 	return fmt.Sprintf("**Sizing.** Each replica's `database/sql` pool holds at most Workers + %d spare = %d connections "+
 		"to PgBouncer, so %d replicas hold at most %d × (%d + %d) = %d client connections. PgBouncer runs their "+
 		"transactions on at most default_pool_size = %d server connections (per database and user; peak seen here: %d), "+
 		"and those are all that PostgreSQL sees of the replicas, against max_connections = %d: more replicas add client "+
 		"connections to PgBouncer, not to the server. At most %d × %d = %d statements of Fanouts run at once, since each "+
-		"replica's pool runs at most Workers (peak seen active: %d); %s (peak cl_waiting %d, maxwait %s ms). With more "+
+		"replica's pool runs at most Workers (peak seen active: %d); %s. %s With more "+
 		"replicas, keep replicas × Workers ≤ default_pool_size, or transactions queue in PgBouncer, outside reqpool's "+
 		"order and its cancellation of queued work; raise default_pool_size within max_connections, less "+
 		"superuser_reserved_connections and the server's other clients.",
 		reqpool.SpareConns, raw.Workers+reqpool.SpareConns, raw.Replicas, raw.Replicas, raw.Workers, reqpool.SpareConns,
 		raw.Replicas*(raw.Workers+reqpool.SpareConns), raw.DefaultPoolSize, l.ServerConns, raw.MaxConnections,
-		raw.Replicas, raw.Workers, statements, l.Active, wait, l.ClWaiting, fmtMs(float64(l.MaxWaitMs)))
+		raw.Replicas, raw.Workers, statements, l.Active, raw.waitClause(raw.Workers, &l), raw.oversizedSizing())
+}
+
+// waitClause says whether replicas of workers Workers may wait in
+// PgBouncer for a server connection, and how much l's load did.
+func (raw *replicasRaw) waitClause(workers int, l *replicasLoad) string {
+	n := raw.Replicas * workers
+	wait := fmt.Sprintf("%d ≤ %d, so they need not wait in PgBouncer for a server connection", n, raw.DefaultPoolSize)
+	if n > raw.DefaultPoolSize {
+		wait = fmt.Sprintf("%d > %d, so at full load some wait in PgBouncer for a server connection", n, raw.DefaultPoolSize)
+	}
+	return fmt.Sprintf("%s (peak cl_waiting %d, maxwait %s ms)", wait, l.ClWaiting, fmtMs(float64(l.MaxWaitMs)))
+}
+
+// oversizedSizing is the sizing paragraph's sentences on the oversized
+// replicas.
+func (raw *replicasRaw) oversizedSizing() string {
+	l, w := &raw.Oversized, raw.OversizedWorkers
+	return fmt.Sprintf("The oversized replicas, %d Workers each, hold up to %d × (%d + %d) = %d client connections "+
+		"and run up to %d × %d = %d statements at once: %s; PgBouncer opened at most %d server connections, and "+
+		"the server saw at most %d statements active. Their p99 of the 200s was %s ms, %s that of the replicas of %d Workers "+
+		"(goal: at most %.1f×), with %s requests answered 503 and %s other failures.",
+		w, raw.Replicas, w, reqpool.SpareConns, raw.Replicas*(w+reqpool.SpareConns), raw.Replicas, w, raw.Replicas*w,
+		raw.waitClause(w, l), l.ServerConns, l.Active, fmtMs(float64(l.P99)), fmtRatio(float64(raw.P99Ratio)), raw.Workers,
+		oversizedP99Goal, fmtInt(int64(l.Unavailable)), fmtInt(int64(l.Failed)))
 }
 
 // perReplica formats counts as "2,320 / 2,282 / 2,196".
