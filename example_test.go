@@ -2,9 +2,11 @@ package reqpool_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 
@@ -156,4 +158,25 @@ func ExampleConfig_classes() {
 	// interactive: 1 completed
 	// batch: 1 completed
 	// <nil>
+}
+
+// A query that finds no row is an answer, not a failure: with Optional its
+// Fanout goes on, and its siblings are not cancelled.
+func ExampleQuery_Optional() {
+	pool, err := reqpool.New(reqpool.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Shutdown(context.Background())
+	ctx, release := pool.NewContext(context.Background())
+	defer release()
+
+	var found, siblingDone bool
+	err = reqpool.Fanout(ctx,
+		// reqpool.Get(db, &org, "SELECT ... WHERE id = $1", id).Optional(&found)
+		reqpool.Func(func(context.Context) error { return sql.ErrNoRows }).Optional(&found),
+		reqpool.Func(func(context.Context) error { siblingDone = true; return nil }),
+	)
+	fmt.Println(err, found, siblingDone)
+	// Output: <nil> false true
 }

@@ -65,13 +65,18 @@ type Outcome uint8
 
 const (
 	OutcomeOK      Outcome = iota // returned nil
-	OutcomeError                  // returned an error
+	OutcomeError                  // returned an error while its Fanout's context was live: a failure
 	OutcomePanic                  // panicked (or called runtime.Goexit)
 	OutcomeDropped                // never started: its context ended, a sibling failed, or Shutdown ran out of time
+	// OutcomeCancelled: returned an error once its Fanout's context had
+	// ended (the client hung up, a deadline passed, a sibling failed,
+	// Shutdown ran out of time): cancelled, not failed, as Stats.Cancelled
+	// counts it.
+	OutcomeCancelled
 )
 
-// String returns "ok", "error", "panic" or "dropped", the label values that
-// reqprom exports.
+// String returns "ok", "error", "panic", "dropped" or "cancelled", the
+// label values that reqprom exports.
 func (o Outcome) String() string {
 	switch o {
 	case OutcomeOK:
@@ -82,6 +87,8 @@ func (o Outcome) String() string {
 		return "panic"
 	case OutcomeDropped:
 		return "dropped"
+	case OutcomeCancelled:
+		return "cancelled"
 	}
 	return "unknown"
 }
@@ -231,6 +238,8 @@ func (g *group) recordQuery(i int, started time.Time, err error) time.Time {
 		rec.Outcome = OutcomeOK
 	case panicked(err):
 		rec.Outcome = OutcomePanic
+	case g.Err() != nil: // the rule of Stats.Cancelled (see sched.finish)
+		rec.Outcome = OutcomeCancelled
 	default:
 		rec.Outcome = OutcomeError
 	}

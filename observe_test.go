@@ -63,6 +63,30 @@ func TestObserve(t *testing.T) {
 	if got, want := rec.outcomes(), map[int]Outcome{0: OutcomeOK, 1: OutcomeError, 2: OutcomeDropped}; !maps.Equal(got, want) {
 		t.Errorf("outcomes %v, want %v", got, want)
 	}
+	// A sibling that returns the context's error once the failure has
+	// cancelled it is cancelled, not failed.
+	rec.queries = nil
+	pc := newPool(t, Config{Workers: 2})
+	pc.Observe(&rec)
+	ctx2a, release2a := pc.newContext(context.Background(), "obs-2")
+	started := make(chan struct{})
+	err = Fanout(ctx2a,
+		Func(func(ctx context.Context) error { close(started); <-ctx.Done(); return ctx.Err() }),
+		Func(func(context.Context) error { <-started; return boom }))
+	release2a()
+	if !errors.Is(err, boom) {
+		t.Fatalf("Fanout = %v", err)
+	}
+	if got, want := rec.outcomes(), map[int]Outcome{0: OutcomeCancelled, 1: OutcomeError}; !maps.Equal(got, want) {
+		t.Errorf("outcomes %v, want %v", got, want)
+	}
+	if st := pc.Stats(); st.Failed != 1 || st.Cancelled != 1 {
+		t.Errorf("Stats: Failed %d, Cancelled %d; want 1 and 1, as the outcomes", st.Failed, st.Cancelled)
+	}
+	rec.queries = nil
+	if err := Fanout(ctx, sleep(time.Millisecond), Func(func(context.Context) error { return boom }), sleep(0)); !errors.Is(err, boom) {
+		t.Fatalf("Fanout = %v", err)
+	}
 	for _, q := range rec.queries {
 		if q.RequestID != "obs-1" || q.Admitted.IsZero() || q.Finished.Before(q.Admitted) ||
 			(q.Outcome != OutcomeDropped) == q.Started.IsZero() || q.Wait() < 0 || q.Run() < 0 {
@@ -119,7 +143,7 @@ func TestObserve(t *testing.T) {
 	if len(rec.queries) != n {
 		t.Errorf("a detached observer was told of %d more queries", len(rec.queries)-n)
 	}
-	for _, s := range []string{OutcomeOK.String(), OutcomeError.String(), OutcomePanic.String(), OutcomeDropped.String(),
+	for _, s := range []string{OutcomeOK.String(), OutcomeError.String(), OutcomePanic.String(), OutcomeDropped.String(), OutcomeCancelled.String(),
 		RefusedQueueFull.String(), RefusedTooMany.String(), RefusedClosed.String()} {
 		if s == "unknown" {
 			t.Error("a named value prints as unknown")

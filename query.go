@@ -3,6 +3,7 @@ package reqpool
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"reflect"
 
@@ -80,11 +81,49 @@ func ExecResult(e sqlx.ExecerContext, res *sql.Result, query string, args ...any
 	}}
 }
 
+// Optional returns q with no row as an answer, not a failure: if q fails
+// with an error that errors.Is matches to sql.ErrNoRows (Get finding no row,
+// a Func returning it), the query succeeds and sets *found to false, so its
+// Fanout goes on, no sibling is cancelled and no connection is lost; if q
+// succeeds, *found is true. Any other error fails the Fanout as usual and
+// leaves *found as it was. Read *found once Fanout has returned. A nil found
+// makes Fanout fail with ErrInvalidQuery.
+//
+//	var org Org
+//	var found bool
+//	err := reqpool.Fanout(ctx,
+//		reqpool.Get(db, &org, orgSQL, id).Optional(&found),
+//		reqpool.Select(db, &users, usersSQL, id),
+//	)
+//	if err == nil && !found { /* 404 */ }
+func (q Query) Optional(found *bool) Query {
+	if q.err != nil || q.run == nil {
+		return q // Fanout reports it
+	}
+	if found == nil {
+		return Query{err: errNilFound}
+	}
+	run := q.run
+	q.run = func(ctx context.Context) error {
+		err := run(ctx)
+		switch {
+		case err == nil:
+			*found = true
+		case errors.Is(err, sql.ErrNoRows):
+			*found = false
+			return nil
+		}
+		return err
+	}
+	return q
+}
+
 // errNilQuery and errNilDB are the Err of the *QueryError that Fanout
 // returns for a zero Query, or one built on a nil database handle.
 var (
 	errNilQuery = fmt.Errorf("%w: nil query function", ErrInvalidQuery)
 	errNilDB    = fmt.Errorf("%w: nil database handle", ErrInvalidQuery)
+	errNilFound = fmt.Errorf("%w: Optional with a nil *bool", ErrInvalidQuery)
 )
 
 // isNil reports whether h, a database handle, is nil: a nil interface, or

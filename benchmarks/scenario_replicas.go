@@ -641,9 +641,10 @@ func replicasSection(raw *replicasRaw, exits []string) *Section {
 		raw.oversizedGoal(),
 	}
 	s.Notes = append(s.Notes, replicasSizing(raw))
-	for _, l := range []*replicasLoad{&raw.Load, &raw.Oversized} {
+	for i, l := range []*replicasLoad{&raw.Load, &raw.Oversized} {
 		if l.SampleErr != "" {
-			s.Notes = append(s.Notes, "A sample failed: "+l.SampleErr)
+			w := []int{raw.Workers, raw.OversizedWorkers}[i]
+			s.Notes = append(s.Notes, fmt.Sprintf("A sample failed (%s): %s", raw.deployment(w), l.SampleErr))
 		}
 	}
 	if len(exits) > 0 {
@@ -685,10 +686,21 @@ func (raw *replicasRaw) statements(workers int) string {
 	return fmt.Sprintf("%d × %d = %d %s %d", raw.Replicas, workers, n, rel, raw.DefaultPoolSize)
 }
 
-// deployment names the replicas of workers Workers in a table's row or
-// column: "3 × 6 Workers".
+// deployment names the replicas of workers Workers in a table's column or
+// a goal: "3 × 6 Workers".
 func (raw *replicasRaw) deployment(workers int) string {
 	return fmt.Sprintf("%d × %d Workers", raw.Replicas, workers)
+}
+
+// sizing names the replicas of workers Workers in a table's row, with how
+// they compare to PgBouncer's default_pool_size: "3 × 6 Workers (18 ≤ 20:
+// correctly sized)".
+func (raw *replicasRaw) sizing(workers int) string {
+	n := raw.Replicas * workers
+	if n > raw.DefaultPoolSize {
+		return fmt.Sprintf("%s (%d > %d: oversized)", raw.deployment(workers), n, raw.DefaultPoolSize)
+	}
+	return fmt.Sprintf("%s (%d ≤ %d: correctly sized)", raw.deployment(workers), n, raw.DefaultPoolSize)
 }
 
 // replicasLoadTable is the answers and latencies of both deployments, side
@@ -697,7 +709,7 @@ func replicasLoadTable(raw *replicasRaw) Table {
 	t := Table{
 		Caption: fmt.Sprintf("Closed-loop load, %d clients for %s, on each set of replicas (PgBouncer default_pool_size = %d; "+
 			"latencies of the requests answered 200):", raw.Clients, raw.Duration, raw.DefaultPoolSize),
-		Header: []string{"replicas", "replicas × Workers vs default_pool_size", "answered 200", "answered 503",
+		Header: []string{"replicas × Workers (vs default_pool_size)", "answered 200", "answered 503",
 			"other failures", "req/s (200s)", "p50 (ms)", "p99 (ms)", "p99 / correctly sized p99"},
 	}
 	for _, d := range []struct {
@@ -706,7 +718,7 @@ func replicasLoadTable(raw *replicasRaw) Table {
 		ratio   float64
 	}{{raw.Workers, &raw.Load, 1}, {raw.OversizedWorkers, &raw.Oversized, float64(raw.P99Ratio)}} {
 		l := d.load
-		t.Rows = append(t.Rows, []string{raw.deployment(d.workers), raw.statements(d.workers),
+		t.Rows = append(t.Rows, []string{raw.sizing(d.workers),
 			fmtInt(int64(l.OK)), fmtInt(int64(l.Unavailable)), fmtInt(int64(l.Failed)), fmtFloat(float64(l.ReqPerSec)),
 			fmtMs(float64(l.P50)), fmtMs(float64(l.P99)), fmtRatio(d.ratio)})
 	}
@@ -783,12 +795,12 @@ func (raw *replicasRaw) sizedGoal() Goal {
 func (raw *replicasRaw) oversizedGoal() Goal {
 	a, b, ratio := &raw.Load, &raw.Oversized, float64(raw.P99Ratio)
 	g := Goal{
-		Goal: fmt.Sprintf("%d replicas of %d Workers (%s default_pool_size) under the same load: every request "+
-			"answered 200 or 503, p99 of the 200s within %.1f× that of %d replicas of %d Workers", raw.Replicas,
-			raw.OversizedWorkers, raw.statements(raw.OversizedWorkers), oversizedP99Goal, raw.Replicas, raw.Workers),
-		Measured: fmt.Sprintf("other failures %s (%s) and %s (%s), 503s %s and %s; p99 %s ms against %s ms: %s",
-			fmtInt(int64(b.Failed)), raw.deployment(raw.OversizedWorkers), fmtInt(int64(a.Failed)), raw.deployment(raw.Workers),
-			fmtInt(int64(b.Unavailable)), fmtInt(int64(a.Unavailable)), fmtMs(float64(b.P99)), fmtMs(float64(a.P99)), fmtRatio(ratio)),
+		Goal: fmt.Sprintf("%d replicas of %d Workers (%d statements at once, more than default_pool_size = %d) "+
+			"under the same load: every request of both loads answered 200 or 503, p99 of the 200s within %.1f× that "+
+			"of %d replicas of %d Workers", raw.Replicas, raw.OversizedWorkers, raw.Replicas*raw.OversizedWorkers,
+			raw.DefaultPoolSize, oversizedP99Goal, raw.Replicas, raw.Workers),
+		Measured: fmt.Sprintf("%s: %s; %s: %s; p99 ratio %s", raw.deployment(raw.Workers), a.answers(),
+			raw.deployment(raw.OversizedWorkers), b.answers(), fmtRatio(ratio)),
 		Met: a.Failed == 0 && b.Failed == 0 && ratio <= oversizedP99Goal,
 	}
 	g.Note = fmt.Sprintf("With %s, transactions wait in PgBouncer for a server connection (peak cl_waiting %d, "+
@@ -798,6 +810,13 @@ func (raw *replicasRaw) oversizedGoal() Goal {
 		g.Note += " " + n
 	}
 	return g
+}
+
+// answers formats the load's answers and p99 for a goal: "8,874 answered
+// 200, 0 503, 0 other failures, p99 77.7 ms".
+func (l *replicasLoad) answers() string {
+	return fmt.Sprintf("%s answered 200, %s 503, %s other failures, p99 %s ms", fmtInt(int64(l.OK)),
+		fmtInt(int64(l.Unavailable)), fmtInt(int64(l.Failed)), fmtMs(float64(l.P99)))
 }
 
 // failureNote says what went wrong with the load's requests, if anything.

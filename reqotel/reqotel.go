@@ -28,7 +28,7 @@
 //	reqpool.request_id      string   the request id (reqpool.Middleware's X-Request-ID)
 //	reqpool.query.index     int      the query's position in its Fanout call
 //	reqpool.query.wait_time float64  seconds from its Fanout's admission to its start (or drop)
-//	reqpool.query.outcome   string   "ok", "error", "panic" or "dropped"
+//	reqpool.query.outcome   string   "ok", "error", "panic", "cancelled" (an error after its Fanout's context ended) or "dropped"
 //	reqpool.class           string   the request's priority class (Class.Name), on a pool with Config.Classes
 //	reqpool.flow            string   the request's flow (Config.Classify), WithFlowAttribute only, if it has one
 //
@@ -300,7 +300,7 @@ func (o *observer) newClassOpts(name string) *classOpts {
 		return attribute.NewSet(append(k.attrs[:len(k.attrs):len(k.attrs)], kv)...)
 	}
 	k.okOpts = []metric.RecordOption{metric.WithAttributeSet(set(o.dbSystem))}
-	for out := reqpool.OutcomeOK; out <= reqpool.OutcomeDropped; out++ {
+	for out := reqpool.OutcomeOK; out <= reqpool.OutcomeCancelled; out++ {
 		k.waitOpts = append(k.waitOpts, []metric.RecordOption{metric.WithAttributeSet(set(keyOutcome.String(out.String())))})
 	}
 	for r := reqpool.RefusedQueueFull; r <= reqpool.RefusedClosed; r++ {
@@ -348,7 +348,7 @@ func (o *observer) QueryDone(ctx context.Context, rec reqpool.QueryRecord) {
 	// The attributes, and the exception, are set only on a span that
 	// records: a tracer that records nothing costs the Start alone.
 	ctx, span := o.tracer.Start(ctx, spanName, trace.WithTimestamp(start), internal)
-	failed := rec.Outcome == reqpool.OutcomeError || rec.Outcome == reqpool.OutcomePanic
+	failed := rec.Outcome == reqpool.OutcomeError || rec.Outcome == reqpool.OutcomePanic || rec.Outcome == reqpool.OutcomeCancelled
 	var errAttrs []attribute.KeyValue
 	if failed {
 		errType, code := errorType(rec)

@@ -70,10 +70,12 @@ func Example() {
 	// Output:
 	// GAUGE reqpool_queries_queued{class="batch"} 0
 	// GAUGE reqpool_queries_queued{class="interactive"} 0
+	// COUNTER reqpool_queries_total{class="batch",outcome="cancelled"} 0
 	// COUNTER reqpool_queries_total{class="batch",outcome="dropped"} 0
 	// COUNTER reqpool_queries_total{class="batch",outcome="error"} 0
 	// COUNTER reqpool_queries_total{class="batch",outcome="ok"} 3
 	// COUNTER reqpool_queries_total{class="batch",outcome="panic"} 0
+	// COUNTER reqpool_queries_total{class="interactive",outcome="cancelled"} 0
 	// COUNTER reqpool_queries_total{class="interactive",outcome="dropped"} 0
 	// COUNTER reqpool_queries_total{class="interactive",outcome="error"} 0
 	// COUNTER reqpool_queries_total{class="interactive",outcome="ok"} 0

@@ -55,8 +55,8 @@ func TestUnknownClass(t *testing.T) {
 		done(fmt.Sprint("extra-", i)) // the last two do not fit
 	}
 
-	// Series per class: 4 outcomes, 3 reasons, 2 histograms.
-	const perClass = 9
+	// Series per class: 5 outcomes, 3 reasons, 2 histograms.
+	const perClass = 10
 	if n, want := testutil.CollectAndCount(c, "reqpool_queries_total", "reqpool_rejected_total",
 		"reqpool_queue_wait_seconds", "reqpool_query_duration_seconds"), (1+maxExtra)*perClass; n != want {
 		t.Errorf("%d series, want %d: class a and %d more", n, want, maxExtra)

@@ -13,7 +13,7 @@
 //	reqpool_queries_queued{class}          gauge      queries admitted and waiting to start
 //	reqpool_flows_active{class}            gauge      named flows with a request registered or a query executing
 //	reqpool_requests_active                gauge      requests (handles) that have fanned out and are not yet released
-//	reqpool_queries_total{class,outcome}   counter    queries that ended, by outcome: ok, error, panic or dropped
+//	reqpool_queries_total{class,outcome}   counter    queries that ended, by outcome: ok, error, panic, cancelled or dropped
 //	reqpool_rejected_total{class,reason}   counter    Fanout calls refused as a whole, by reason: queue_full, too_many or closed
 //	reqpool_queue_wait_seconds{class}      histogram  how long each query waited in the queue
 //	reqpool_query_duration_seconds{class}  histogram  how long each query that started ran
@@ -48,11 +48,12 @@
 // A query that panicked (or called runtime.Goexit) is counted with
 // outcome="panic", not as an error: an error is usually the database's
 // answer, a panic a bug in the application, and the two call for different
-// alerts. outcome="error" counts every query that returned an error,
-// whether it failed on its own or was cancelled by its request's end;
-// reqpool's own Stats tells the two apart (Failed, with the panics, and
-// Cancelled), so Stats.Failed+Stats.Cancelled is
-// reqpool_queries_total{outcome=~"error|panic"}. A query that never started
+// alerts. outcome="error" counts the queries that failed on their own (an
+// error returned while their Fanout's context was live), and
+// outcome="cancelled" those that returned an error once it had ended (the
+// client hung up, a deadline passed, a sibling failed), as Stats.Failed
+// (with the panics) and Stats.Cancelled count them: a 404's cancelled
+// siblings are no failure to alert on. A query that never started
 // (its request's context ended, a sibling failed, or Shutdown ran out of
 // time) is counted with outcome="dropped". Every label value of both
 // counters is exported from the start, at 0, so that rate() and alerts see
@@ -157,7 +158,7 @@ func NewCollector(p *reqpool.Pool) prometheus.Collector {
 		requests: prometheus.NewDesc("reqpool_requests_active",
 			"Requests (handles) that have fanned out and are not yet released.", nil, nil),
 		queries: prometheus.NewDesc("reqpool_queries_total",
-			"Queries that ended, by class and outcome: ok, error, panic, or dropped (never started).", []string{"class", "outcome"}, nil),
+			"Queries that ended, by class and outcome: ok, error, panic, cancelled (an error after their Fanout's context ended), or dropped (never started).", []string{"class", "outcome"}, nil),
 		rejected: prometheus.NewDesc("reqpool_rejected_total",
 			"Fanout calls refused as a whole, by class and reason: queue_full, too_many (above MaxFanout) or closed (after Shutdown).", []string{"class", "reason"}, nil),
 		wait: prometheus.NewDesc("reqpool_queue_wait_seconds",
@@ -235,7 +236,7 @@ const notRun = nBuckets + 1
 // The number of reqpool.Outcome and reqpool.RefusalReason values;
 // TestLabelValues checks them against their String methods.
 const (
-	nOutcomes = int(reqpool.OutcomeDropped) + 1
+	nOutcomes = int(reqpool.OutcomeCancelled) + 1
 	nReasons  = int(reqpool.RefusedClosed) + 1
 )
 

@@ -93,7 +93,7 @@ func below(t *testing.T, h *dto.Histogram, le float64) uint64 {
 }
 
 const header = `
-# HELP reqpool_queries_total Queries that ended, by class and outcome: ok, error, panic, or dropped (never started).
+# HELP reqpool_queries_total Queries that ended, by class and outcome: ok, error, panic, cancelled (an error after their Fanout's context ended), or dropped (never started).
 # TYPE reqpool_queries_total counter
 # HELP reqpool_rejected_total Fanout calls refused as a whole, by class and reason: queue_full, too_many (above MaxFanout) or closed (after Shutdown).
 # TYPE reqpool_rejected_total counter
@@ -131,10 +131,10 @@ func TestCollector(t *testing.T) {
 	p := newPool(t, reqpool.Config{Workers: 1, QueueSize: 2, MaxFanout: 3})
 	reg, c := register(t, p)
 
-	// Every series is there from the start, at 0: 6 gauges, 4 outcomes,
+	// Every series is there from the start, at 0: 6 gauges, 5 outcomes,
 	// 3 reasons, 2 histograms, all but 3 gauges with class="".
-	if n := testutil.CollectAndCount(c); n != 15 {
-		t.Errorf("CollectAndCount = %d, want 15", n)
+	if n := testutil.CollectAndCount(c); n != 16 {
+		t.Errorf("CollectAndCount = %d, want 16", n)
 	}
 	expect(t, reg, `
 reqpool_workers 1
@@ -145,6 +145,7 @@ reqpool_requests_active 0
 reqpool_queries_total{class="",outcome="ok"} 0
 reqpool_queries_total{class="",outcome="error"} 0
 reqpool_queries_total{class="",outcome="panic"} 0
+reqpool_queries_total{class="",outcome="cancelled"} 0
 reqpool_queries_total{class="",outcome="dropped"} 0
 reqpool_rejected_total{class="",reason="queue_full"} 0
 reqpool_rejected_total{class="",reason="too_many"} 0
@@ -203,6 +204,7 @@ reqpool_requests_active 1
 reqpool_queries_total{class="",outcome="ok"} 2
 reqpool_queries_total{class="",outcome="error"} 1
 reqpool_queries_total{class="",outcome="panic"} 1
+reqpool_queries_total{class="",outcome="cancelled"} 0
 reqpool_queries_total{class="",outcome="dropped"} 2
 reqpool_rejected_total{class="",reason="queue_full"} 1
 reqpool_rejected_total{class="",reason="too_many"} 1
@@ -231,6 +233,7 @@ reqpool_requests_active 0
 reqpool_queries_total{class="",outcome="ok"} 5
 reqpool_queries_total{class="",outcome="error"} 1
 reqpool_queries_total{class="",outcome="panic"} 1
+reqpool_queries_total{class="",outcome="cancelled"} 0
 reqpool_queries_total{class="",outcome="dropped"} 2
 reqpool_rejected_total{class="",reason="queue_full"} 1
 reqpool_rejected_total{class="",reason="too_many"} 1
@@ -454,10 +457,10 @@ func TestConcurrent(t *testing.T) {
 	for _, k := range s.Classes {
 		q := func(outcome string) float64 { return byLabel["reqpool_queries_total/"+k.Name+"/"+outcome] }
 		r := func(reason string) float64 { return byLabel["reqpool_rejected_total/"+k.Name+"/"+reason] }
-		if q("ok")+q("error")+q("panic") != float64(k.Completed) || q("error")+q("panic") != float64(k.Failed+k.Cancelled) ||
-			q("dropped") != float64(k.Dropped) || k.Completed == 0 {
-			t.Errorf("class %q: queries_total ok %v error %v panic %v dropped %v, Stats %+v",
-				k.Name, q("ok"), q("error"), q("panic"), q("dropped"), k)
+		if q("ok")+q("error")+q("panic")+q("cancelled") != float64(k.Completed) || q("error")+q("panic") != float64(k.Failed) ||
+			q("cancelled") != float64(k.Cancelled) || q("dropped") != float64(k.Dropped) || k.Completed == 0 {
+			t.Errorf("class %q: queries_total ok %v error %v panic %v cancelled %v dropped %v, Stats %+v",
+				k.Name, q("ok"), q("error"), q("panic"), q("cancelled"), q("dropped"), k)
 		}
 		if r("queue_full")+r("too_many")+r("closed") != float64(k.Rejected) || r("too_many") == 0 {
 			t.Errorf("class %q: rejected_total queue_full %v too_many %v closed %v, Stats %+v",
@@ -559,10 +562,12 @@ reqpool_requests_active 2
 reqpool_queries_total{class="interactive",outcome="ok"} 0
 reqpool_queries_total{class="interactive",outcome="error"} 0
 reqpool_queries_total{class="interactive",outcome="panic"} 0
+reqpool_queries_total{class="interactive",outcome="cancelled"} 0
 reqpool_queries_total{class="interactive",outcome="dropped"} 0
 reqpool_queries_total{class="batch",outcome="ok"} 0
 reqpool_queries_total{class="batch",outcome="error"} 0
 reqpool_queries_total{class="batch",outcome="panic"} 0
+reqpool_queries_total{class="batch",outcome="cancelled"} 0
 reqpool_queries_total{class="batch",outcome="dropped"} 0
 reqpool_rejected_total{class="interactive",reason="queue_full"} 0
 reqpool_rejected_total{class="interactive",reason="too_many"} 1
@@ -587,10 +592,12 @@ reqpool_requests_active 0
 reqpool_queries_total{class="interactive",outcome="ok"} 1
 reqpool_queries_total{class="interactive",outcome="error"} 0
 reqpool_queries_total{class="interactive",outcome="panic"} 0
+reqpool_queries_total{class="interactive",outcome="cancelled"} 0
 reqpool_queries_total{class="interactive",outcome="dropped"} 0
 reqpool_queries_total{class="batch",outcome="ok"} 3
 reqpool_queries_total{class="batch",outcome="error"} 0
 reqpool_queries_total{class="batch",outcome="panic"} 0
+reqpool_queries_total{class="batch",outcome="cancelled"} 0
 reqpool_queries_total{class="batch",outcome="dropped"} 0
 reqpool_rejected_total{class="interactive",reason="queue_full"} 0
 reqpool_rejected_total{class="interactive",reason="too_many"} 1

@@ -151,12 +151,13 @@ func (m Monitor) WaitFor(prefix string, ok func(int) bool, limit time.Duration) 
 // UniqueID returns a request-id prefix unique to this run.
 func UniqueID(name string) string { return fmt.Sprintf("%s-%d", name, time.Now().UnixNano()) }
 
-// Suite runs every scenario with open: Results, CancelKeepsConnection and
-// HangUpSoak against each of Targets, then SpareConns, Shortage and Outage. Each opener's module has one test that calls it.
+// Suite runs every scenario with open: Results, CancelKeepsConnection,
+// NotFound and HangUpSoak against each of Targets, then SpareConns, Shortage and Outage. Each opener's module has one test that calls it.
 func Suite(t *testing.T, open Opener) {
 	for _, tg := range Targets(t) {
 		t.Run("results/"+tg.Name, func(t *testing.T) { Results(t, open, tg.DSN, 16, 2400) })
 		t.Run("keep/"+tg.Name, func(t *testing.T) { CancelKeepsConnection(t, open, tg.DSN) })
+		t.Run("notfound/"+tg.Name, func(t *testing.T) { NotFound(t, open, tg.DSN) })
 		t.Run("hangup/"+tg.Name, func(t *testing.T) { HangUpSoak(t, open, tg.DSN, 1000, 50) })
 	}
 	t.Run("spare", func(t *testing.T) { SpareConns(t, open, Env(t, "DATABASE_URL")) })
