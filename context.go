@@ -104,6 +104,38 @@ func (p *Pool) NewContext(parent context.Context) (ctx context.Context, release 
 	return p.newContext(parent, newRequestID())
 }
 
+// Detach returns a context for work that outlives the request of ctx's
+// handle, such as a goroutine that the handler starts to finish something
+// after the response: its Fanouts run on a handle of their own onto the
+// same pool, with the request's id (so their statements carry the same tag
+// and their logs match the request's), class and flow. The context keeps
+// ctx's values but not its end: the request's end does not end it.
+// Shutdown does, when it is called (with a cause matching ErrClosed), and
+// so does release, which ends the handle as NewContext's does: call it when
+// the work is done, never from inside one of its queries.
+//
+// Without Detach, such work fails with ErrHandleReleased once the handler
+// has returned. If ctx carries no handle, Detach returns
+// context.WithoutCancel(ctx), on which Fanout fails with ErrNoHandle, and a
+// release that does nothing.
+func Detach(ctx context.Context) (detached context.Context, release func()) {
+	base := context.WithoutCancel(ctx)
+	h, ok := FromContext(ctx)
+	if !ok {
+		return base, func() {}
+	}
+	p := h.pool
+	cctx, cancel := context.WithCancelCause(base)
+	stop := context.AfterFunc(p.closing, func() { cancel(errShutdown) })
+	dctx, d := p.newHandle(cctx, h.id)
+	d.class, d.flow, d.err = h.class, h.flow, h.err
+	return dctx, func() {
+		stop()
+		cancel(context.Canceled)
+		d.release()
+	}
+}
+
 // newContext is NewContext with the request id given.
 func (p *Pool) newContext(parent context.Context, id string) (context.Context, func()) {
 	cctx, cancel := context.WithCancel(parent)
@@ -134,7 +166,7 @@ func newRequestID() string {
 }
 
 // enter registers h's request with its pool's scheduler, on its first
-// Fanout, or returns context.Canceled once h is released. Callers hold the
+// Fanout, or returns errReleased once h is released. Callers hold the
 // scheduler's mu.
 func (h *Handle) enter() error {
 	s := h.pool.sched
@@ -142,7 +174,7 @@ func (h *Handle) enter() error {
 		return nil
 	}
 	if !h.state.CompareAndSwap(fresh, registered) {
-		return context.Canceled // released
+		return errReleased
 	}
 	h.req = s.register(h.id, h.class, h.flow)
 	// Dropping queued work is the one reaction to the request's end that
@@ -156,7 +188,7 @@ func (h *Handle) enter() error {
 	return nil
 }
 
-// release ends h's request: later Fanouts fail with context.Canceled, its
+// release ends h's request: later Fanouts fail with ErrHandleReleased, its
 // queued queries are dropped, its executing ones see their context
 // cancelled, and release returns once none of them executes in a slot of its
 // own. A handle that never fanned out is released without touching

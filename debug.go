@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"html/template"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -68,9 +69,13 @@ import (
 // oldest of them ended ("since" is absent while there are none).
 //
 // The page shows request ids, which can come from clients' X-Request-ID
-// headers, and what every request is doing: do not expose it publicly.
-// Serve it as you would net/http/pprof, on an internal listener or behind
-// authentication:
+// headers, and what every request is doing, so by default it answers only
+// clients on a loopback address (127.0.0.0/8, ::1), and others 403, as
+// golang.org/x/net/trace does: mounting it on a public mux, as people do
+// with net/http/pprof, publishes nothing. Behind a reverse proxy on the
+// same host every client is on loopback: serve it on an internal listener
+// instead. To let other clients in, use DebugHandlerFor with a check of
+// your own (an authenticated operator, an internal network):
 //
 //	internal.Handle("/debug/reqpool", pool.DebugHandler())
 //
@@ -83,11 +88,30 @@ import (
 // of the page holds the scheduler's lock twice, once for Stats and once to
 // copy the live requests (O(live requests)); sorting, the percentiles and
 // the rendering run outside it.
-func (p *Pool) DebugHandler() http.Handler {
+func (p *Pool) DebugHandler() http.Handler { return p.debugPage().loopback }
+
+// DebugHandlerFor returns DebugHandler's page for the clients that allow
+// lets in; the others get 403. allow runs for every request; a nil allow
+// lets in the loopback clients, as DebugHandler does.
+//
+//	mux.Handle("/debug/reqpool", pool.DebugHandlerFor(func(r *http.Request) bool {
+//		return isOperator(r) // the application's own authentication
+//	}))
+func (p *Pool) DebugHandlerFor(allow func(r *http.Request) bool) http.Handler {
+	if allow == nil {
+		allow = fromLoopback
+	}
+	return &debugAccess{page: p.debugPage(), allow: allow}
+}
+
+// debugPage returns p's page, made and its Observer attached on the first
+// call.
+func (p *Pool) debugPage() *debugHandler {
 	if h := p.debug.Load(); h != nil {
 		return h
 	}
 	h := &debugHandler{pool: p}
+	h.loopback = &debugAccess{page: h, allow: fromLoopback}
 	if !p.debug.CompareAndSwap(nil, h) {
 		return p.debug.Load()
 	}
@@ -95,13 +119,39 @@ func (p *Pool) DebugHandler() http.Handler {
 	return h
 }
 
+// debugAccess serves page to the clients that allow lets in, and 403 to
+// the others.
+type debugAccess struct {
+	page  *debugHandler
+	allow func(r *http.Request) bool
+}
+
+func (a *debugAccess) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !a.allow(r) {
+		http.Error(w, "forbidden: reqpool's debug page answers loopback clients only (see Pool.DebugHandlerFor)", http.StatusForbidden)
+		return
+	}
+	a.page.ServeHTTP(w, r)
+}
+
+// fromLoopback reports whether r's client is on a loopback address.
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // debugRefresh is how often the page reloads itself, in seconds.
 const debugRefresh = 2
 
 // debugHandler is the handler DebugHandler returns, one per pool.
 type debugHandler struct {
-	pool   *Pool
-	window window // the Observer attached to pool
+	pool     *Pool
+	window   window       // the Observer attached to pool
+	loopback *debugAccess // what DebugHandler returns: the page for loopback clients
 }
 
 // ServeHTTP serves the page, or with ?format=json its JSON.

@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -403,7 +405,9 @@ func TestDebugHandler(t *testing.T) {
 	}
 	serve := func(method, target string) *httptest.ResponseRecorder {
 		w := httptest.NewRecorder()
-		h.ServeHTTP(w, httptest.NewRequest(method, target, nil))
+		r := httptest.NewRequest(method, target, nil)
+		r.RemoteAddr = "127.0.0.1:40000" // NewRequest's is 192.0.2.1, which gets 403 (TestDebugHandlerLoopbackOnly)
+		h.ServeHTTP(w, r)
 		return w
 	}
 
@@ -925,4 +929,76 @@ func processesNaming(s string) []int {
 func lastLines(b []byte, n int) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+}
+
+// TestDebugHandlerLoopbackOnly: a real client from a non-loopback address
+// of this machine gets 403 from DebugHandler, and the page from
+// DebugHandlerFor with a check that lets it in; a loopback client gets the
+// page.
+func TestDebugHandlerLoopbackOnly(t *testing.T) {
+	var ip net.IP
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			ip = n.IP
+			break
+		}
+	}
+	if ip == nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no non-loopback IPv4 address on this machine, and CI=true")
+		}
+		t.Skip("no non-loopback IPv4 address on this machine")
+	}
+	p := newPool(t, Config{})
+	mux := http.NewServeMux()
+	mux.Handle("/default", p.DebugHandler())
+	mux.Handle("/allowed", p.DebugHandlerFor(func(r *http.Request) bool { return r.Header.Get("X-Operator") == "yes" }))
+	l, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Listener.Close()
+	srv.Listener = l
+	srv.Start()
+	defer srv.Close()
+	loop := httptest.NewServer(mux)
+	defer loop.Close()
+	// Dial from the non-loopback address too: a connection to it is
+	// otherwise free to come from any of the machine's addresses.
+	c := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}).DialContext}}
+	defer c.CloseIdleConnections()
+	for _, tc := range []struct {
+		base, path, operator string
+		want                 int
+	}{
+		{srv.URL, "/default", "", http.StatusForbidden},
+		{srv.URL, "/default", "yes", http.StatusForbidden},
+		{srv.URL, "/allowed", "", http.StatusForbidden},
+		{srv.URL, "/allowed", "yes", http.StatusOK},
+		{loop.URL, "/default", "", http.StatusOK},
+	} {
+		cl := c
+		if tc.base == loop.URL {
+			cl = loop.Client()
+		}
+		req, _ := http.NewRequest(http.MethodGet, tc.base+tc.path+"?format=json", nil)
+		req.Header.Set("X-Operator", tc.operator)
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("GET %s%s (operator %q): %d, want %d: %s", tc.base, tc.path, tc.operator, resp.StatusCode, tc.want, body)
+		}
+		if tc.want == http.StatusForbidden && strings.Contains(string(body), "stats") {
+			t.Errorf("a 403 shows the page: %s", body)
+		}
+	}
 }

@@ -33,6 +33,13 @@ var (
 	// ErrClosed is returned by Fanout once Shutdown has been called.
 	ErrClosed = errors.New("reqpool: pool closed")
 
+	// ErrHandleReleased is returned by Fanout on a handle that was
+	// released: its handler returned (Middleware), or its release function
+	// was called (NewContext, Detach). Work that outlives its request, in a
+	// goroutine the handler started, needs a handle of its own: see Detach.
+	// The error also matches context.Canceled, which it was before.
+	ErrHandleReleased = errors.New("reqpool: the request's handle was released (its handler returned); use Detach for work that outlives the request")
+
 	// ErrNoHandle is returned by Fanout when its context carries no handle:
 	// the request did not pass through Middleware and the context did not come
 	// from Pool.NewContext. There is no process-wide default pool, on purpose:
@@ -185,6 +192,9 @@ func (e *PanicError) Unwrap() error {
 	err, _ := e.Value.(error)
 	return err
 }
+
+// errReleased is what Fanout returns on a released handle.
+var errReleased = fmt.Errorf("%w: %w", ErrHandleReleased, context.Canceled)
 
 // errShutdown is the cause with which Shutdown cancels the Fanouts still
 // live when its context ends. It matches both ErrClosed and context.Canceled.

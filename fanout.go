@@ -23,8 +23,9 @@ import (
 // pool does not have, ErrTooManyQueries above Config.MaxFanout queries (or
 // above Workers plus the QueueSize of the request's class), ErrQueueFull if
 // the queries do not all fit into the free workers and the free space of
-// the class's queue, ErrClosed after Shutdown, ctx.Err() if ctx is already
-// done, and a *QueryError for an invalid Query or for a second query on the
+// the class's queue, ErrClosed after Shutdown, ErrHandleReleased on a
+// handle that was released (its handler returned), ctx.Err() if ctx is
+// already done, and a *QueryError for an invalid Query or for a second query on the
 // same transaction or connection (wrapping ErrSharedConn).
 //
 // A query that calls runtime.Goexit (t.FailNow in a test) fails its

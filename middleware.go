@@ -13,9 +13,10 @@ const maxRequestIDLen = 64
 // bound to the request's context, so that the handler can call Fanout with
 // r.Context().
 //
-// The request id is the X-Request-ID header when it is a sane token (1 to 64
-// of A-Z a-z 0-9 . _ -); anything else is replaced by a new UUIDv7, so a
-// hostile header never reaches logs or SQL comments. The id is set as the
+// The request id is Config.RequestID's answer when it gives one, else the
+// X-Request-ID header when it is a sane token (1 to 64 of A-Z a-z 0-9 . _
+// -); anything else is replaced by a new UUIDv7, so a hostile header never
+// reaches logs or SQL comments. The id is set as the
 // response's X-Request-ID header before the handler runs. With
 // Config.ServerTiming, it also wraps the ResponseWriter to add a
 // Server-Timing header (see there). Middleware writes nothing else. With
@@ -35,11 +36,7 @@ func Middleware(p *Pool) func(http.Handler) http.Handler {
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			var header string // r.Header.Get, without canonicalising the key anew
-			if v := r.Header[canonicalRequestIDHeader]; len(v) > 0 {
-				header = v[0]
-			}
-			ctx, h := p.newHandle(r.Context(), requestID(header))
+			ctx, h := p.newHandle(r.Context(), p.requestID(r))
 			defer h.release()
 			if p.cfg.Classify != nil {
 				h.route(p.cfg.Classify(r))
@@ -63,6 +60,41 @@ func Middleware(p *Pool) func(http.Handler) http.Handler {
 // canonicalRequestIDHeader is RequestIDHeader as http.Header keys it
 // (http.CanonicalHeaderKey; TestMiddlewareRequestID checks).
 const canonicalRequestIDHeader = "X-Request-Id"
+
+// requestID returns the id of r: Config.RequestID's answer when it is a
+// valid application id, else the X-Request-ID header when it is a valid
+// request id, else a new UUIDv7.
+func (p *Pool) requestID(r *http.Request) string {
+	if p.cfg.RequestID != nil {
+		if id := p.cfg.RequestID(r); validAppRequestID(id) {
+			return id
+		}
+	}
+	var header string // r.Header.Get, without canonicalising the key anew
+	if v := r.Header[canonicalRequestIDHeader]; len(v) > 0 {
+		header = v[0]
+	}
+	return requestID(header)
+}
+
+// maxAppRequestIDLen is the longest id that Config.RequestID may give.
+const maxAppRequestIDLen = 128
+
+// validAppRequestID reports whether s is 1 to 128 printable ASCII
+// characters other than space: an id of the application's, which may hold
+// '/' or ':' (chi's "host/abc-000001", "trace:abc/123"), but nothing that
+// could split a log line or a header.
+func validAppRequestID(s string) bool {
+	if len(s) == 0 || len(s) > maxAppRequestIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
 
 // requestID returns header when it is a valid request id, else a new UUIDv7.
 func requestID(header string) string {

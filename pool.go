@@ -86,6 +86,16 @@ type Config struct {
 	// change the statement's query id in pg_stat_statements.
 	DisableSQLComment bool
 
+	// RequestID gives Middleware each request's id, when the application
+	// has one already: the id of a request-id middleware in front (chi's
+	// middleware.GetReqID), a trace id, its own policy's. A non-empty answer
+	// is the request's id, set in the response's X-Request-ID header and in
+	// the statements' tag as Middleware's own ids are, if it is 1 to 128
+	// printable ASCII characters without spaces (the tag percent-encodes
+	// it, so no id changes the SQL); an empty or other answer falls back to
+	// the X-Request-ID header, as without RequestID. nil means the header.
+	RequestID func(r *http.Request) string `json:"-"`
+
 	// Classes divides the workers among priority classes, each with its
 	// share and its own queue (see Class, and Scheduling on Pool). Empty
 	// means one class, named "", as if there were no classes. New rejects
@@ -237,6 +247,11 @@ type Pool struct {
 	sched     *sched                       // the scheduler, with the mutex that guards its state
 	observers atomic.Pointer[[]Observer]   // attached by Observe; nil when none; replaced, never changed in place
 	debug     atomic.Pointer[debugHandler] // made by the first DebugHandler call, which attaches its Observer; see debug.go
+
+	// closing ends when Shutdown is called (shuttingDown), and with it the
+	// contexts of Detach.
+	closing      context.Context
+	shuttingDown context.CancelFunc
 }
 
 // New returns a Pool configured by cfg, or an error wrapping ErrInvalidConfig.
@@ -245,7 +260,9 @@ func New(cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Pool{cfg: cfg, sched: newSched(cfg)}, nil
+	p := &Pool{cfg: cfg, sched: newSched(cfg)}
+	p.closing, p.shuttingDown = context.WithCancel(context.Background())
+	return p, nil
 }
 
 // Config returns the pool's configuration with the defaults filled in.
@@ -333,6 +350,7 @@ func (p *Pool) Stats() Stats {
 // or, to have the pool refuse new fan-outs the moment the server starts
 // shutting down, srv.RegisterOnShutdown(func() { pool.Shutdown(ctx) }).
 func (p *Pool) Shutdown(ctx context.Context) error {
+	p.shuttingDown()
 	s := p.sched
 	s.mu.Lock()
 	s.closed = true

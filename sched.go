@@ -236,8 +236,7 @@ func (s *sched) admit(g *group, lent bool) error {
 		c.counts.rejected++
 		return ErrClosed
 	case r.released:
-		// The handle's request is over; report it as a cancelled context.
-		return context.Canceled
+		return errReleased // the handle's request is over
 	}
 	free := s.limit() - s.slots
 	if limit := s.perRequest; limit > 0 {
