@@ -7,7 +7,17 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/reqpool/reqpool/internal/testhook"
 )
+
+func init() {
+	testhook.Refusing = func(pool any, parent context.Context, err error) context.Context {
+		ctx, h := pool.(*Pool).newHandle(parent, newRequestID())
+		h.err = err // as for an unknown class: every Fanout returns it, running nothing
+		return ctx
+	}
+}
 
 // Handle is one request's share of a Pool: the queries that its Fanout calls
 // admitted, scheduled together and abandoned together. Middleware creates one

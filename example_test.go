@@ -93,8 +93,9 @@ func ExampleQueryError() {
 func ExamplePool_Shutdown() {
 	pool, _ := reqpool.New(reqpool.Config{})
 	srv := &http.Server{Addr: "127.0.0.1:0", Handler: reqpool.Middleware(pool)(http.NotFoundHandler())}
-	// Alternatively, refuse new fan-outs as soon as the server starts
-	// shutting down: srv.RegisterOnShutdown(func() { pool.Shutdown(ctx) }).
+	// In this order: the pool's Shutdown first, or from
+	// srv.RegisterOnShutdown, would fail the Fanouts of requests that the
+	// server is still serving.
 
 	ctx := context.Background() // in real code, one with a deadline
 	err := errors.Join(srv.Shutdown(ctx), pool.Shutdown(ctx))

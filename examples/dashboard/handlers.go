@@ -205,16 +205,18 @@ func (a *app) DebugHandler() http.Handler {
 // Shutdown closes the pool once its admitted queries are done, or cancels
 // them when ctx ends first; see reqpool.Pool.Shutdown. Shut the HTTP server
 // down first, so that no handler is left to fan out. When ctx ends first,
-// Shutdown then gives the cancelled queries up to drainTimeout to end, and
-// their handlers to return, before it returns ctx's error: lib/pq takes a
-// few milliseconds to cancel a statement, and in that time the handlers
-// answer 503 and, with tracing, the queries' spans are recorded. Last, it
-// detaches reqotel from the pool; the TracerProvider stays the caller's to
-// shut down, which writes the spans it still holds.
+// a second Shutdown gives the cancelled queries up to drainTimeout to
+// return, before it returns ctx's error: lib/pq takes a few milliseconds to
+// cancel a statement, and in that time the handlers answer 503 and, with
+// tracing, the queries' spans are recorded. Last, it detaches reqotel from
+// the pool; the TracerProvider stays the caller's to shut down, which
+// writes the spans it still holds.
 func (a *app) Shutdown(ctx context.Context) error {
 	err := a.pool.Shutdown(ctx)
 	if err != nil {
-		a.drain(drainTimeout)
+		drain, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		a.pool.Shutdown(drain) // waits for the queries that the first one cancelled
+		cancel()
 	}
 	if a.untrace != nil {
 		a.untrace()
@@ -224,18 +226,6 @@ func (a *app) Shutdown(ctx context.Context) error {
 
 // drainTimeout bounds the wait of Shutdown for the queries it cancelled.
 const drainTimeout = time.Second
-
-// drain waits until no query of the pool runs and no request holds a
-// handle, or until timeout has passed.
-func (a *app) drain(timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for {
-		if s := a.pool.Stats(); (s.Running == 0 && s.Requests == 0) || time.Now().After(deadline) {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // dashboard answers GET /orgs/{id}/dashboard: the org, its user count, its
 // open orders, its revenue per month and its latest events, from 5 queries

@@ -47,6 +47,7 @@ func Shortage(t *testing.T, open Opener) {
 		stop := time.Now().Add(d)
 		var wg sync.WaitGroup
 		var okN, failedN atomic.Int64
+		var first atomic.Value
 		var once sync.Once
 		for range callers {
 			wg.Go(func() {
@@ -59,7 +60,9 @@ func Shortage(t *testing.T, open Opener) {
 						okN.Add(1)
 						continue
 					}
-					failedN.Add(1)
+					if failedN.Add(1) == 1 {
+						first.Store(e.Error())
+					}
 					if !errors.Is(e, reqpool.ErrDBUnavailable) {
 						once.Do(func() { err = e })
 					}
@@ -67,6 +70,9 @@ func Shortage(t *testing.T, open Opener) {
 			})
 		}
 		wg.Wait()
+		if e, ok := first.Load().(string); ok {
+			t.Logf("the first of %d failed Fanouts: %s", failedN.Load(), e)
+		}
 		return okN.Load(), failedN.Load(), err
 	}
 

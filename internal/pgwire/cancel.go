@@ -139,6 +139,7 @@ type Canceller struct {
 
 	mu     sync.Mutex // protects the fields below
 	seq    uint64     // the statement under way, or the last one
+	ended  uint64     // the last statement End was called for
 	chase  *chase     // the chase of statement seq, from Begin to End
 	last   *chase     // the last chase that End ended, until its CancelRequests are answered
 	broken bool       // cut off, or a CancelRequest went unanswered: never reuse
@@ -240,7 +241,12 @@ func (c *Canceller) Usable() bool {
 // has ended already.
 func (c *Canceller) Begin(seq uint64) {
 	c.mu.Lock()
-	if seq != c.seq || c.chase != nil || c.broken {
+	// ended == seq: End came first. lib/pq's watch calls Begin from an
+	// AfterFunc, which can run late, after the statement has ended: a
+	// chase begun then would cut the next statement off. The shortage
+	// scenario under -race caught it: a query failed with "use of closed
+	// network connection" while its Fanout was live.
+	if seq != c.seq || seq == c.ended || c.chase != nil || c.broken {
 		c.mu.Unlock()
 		return
 	}
@@ -390,6 +396,9 @@ func (c *Canceller) answered(ch *chase) {
 // its CancelRequests still out.
 func (c *Canceller) End(seq uint64) bool {
 	c.mu.Lock()
+	if seq == c.seq {
+		c.ended = seq
+	}
 	ch := c.chase
 	if seq != c.seq || ch == nil {
 		defer c.mu.Unlock()

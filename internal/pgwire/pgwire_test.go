@@ -272,6 +272,36 @@ func TestCutAfterEnd(t *testing.T) {
 	c.End(next)
 }
 
+// TestBeginAfterEnd: a Begin that comes after End (lib/pq's AfterFunc ran
+// late, once the statement had ended) chases nothing: a chase then would
+// cut the next statement off.
+func TestBeginAfterEnd(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	g := NewGate(nil)
+	defer g.Close()
+	refuse := func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no server") }
+	c := &Canceller{gate: g, sock: g.NewSocket(client, "tcp", "127.0.0.1:5432"), dial: refuse}
+
+	seq, _, _ := c.Start(context.Background())
+	if !c.End(seq) {
+		t.Fatal("End of a statement never chased: connection not reusable")
+	}
+	c.Begin(seq)
+	if n := g.CancelStats().Statements; n != 0 {
+		t.Errorf("Begin after End: %d chases, want 0", n)
+	}
+	next, ok, err := c.Start(context.Background())
+	if !ok || err != nil {
+		t.Fatalf("Start = %v, %v; want the connection usable", ok, err)
+	}
+	c.Begin(next)
+	if n := g.CancelStats().Statements; n != 1 {
+		t.Errorf("the next statement's context ended: %d chases, want 1", n)
+	}
+	c.End(next)
+}
+
 // TestRefusedParameter: the refusals of PgBouncer and of PostgreSQL before
 // 14, and nothing else.
 func TestRefusedParameter(t *testing.T) {

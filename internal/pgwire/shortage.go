@@ -31,10 +31,11 @@ func IsShortage(err error) bool {
 // keep working: the gate stays open, and tells its limit function (OnLimit)
 // how many statements they can run at once. The pool caps its running
 // queries at that, so that queries wait in its queue instead of failing for
-// want of a connection. Then, every RetryInterval, the gate makes a
-// connection attempt of its own: one that succeeds is kept for the next
-// Connect, and the limit grows by one; once it reaches the connections the
-// database handle may open, there is no limit any more.
+// want of a connection. Then the gate makes connection attempts of its own,
+// one every RetryInterval while they are refused, one after the other once
+// they succeed: each connection made is kept for the next Connect, and the
+// limit grows by one; once it is enough (OnLimit), there is no limit any
+// more.
 //
 // Before this, a server with 5 free connections under a pool of 8 workers
 // failed 99% of Fanouts: each refusal closed the gate for RetryInterval, and
@@ -121,7 +122,11 @@ func (g *Gate) probeShortage() {
 		}
 	}
 	if g.limit > 0 {
-		g.scheduleProbe()
+		if err == nil && !g.closed { // the server has room again: grow at once
+			g.probe = time.AfterFunc(0, g.probeShortage)
+		} else {
+			g.scheduleProbe()
+		}
 	}
 	limit, set := g.limit, g.setLimit
 	g.mu.Unlock()
