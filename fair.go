@@ -2,6 +2,7 @@ package reqpool
 
 import (
 	"cmp"
+	"sync"
 	"sync/atomic"
 )
 
@@ -29,13 +30,15 @@ type class struct {
 
 	// Fanouts of its requests refused with ErrTooManyQueries, which Fanout
 	// counts without taking sched.mu; Stats adds them to counts.rejected.
-	tooMany atomic.Uint64
+	// The first is logged, once (tooManyLogged).
+	tooMany       atomic.Uint64
+	tooManyLogged sync.Once
 
 	// Guarded by sched.mu.
 	queued  int              // admitted queries of its requests not yet started
 	running int              // its queries executing in slots of their own
 	turn    uint64           // sched.turn when it last started a query
-	ready   prioQueue[*flow] // its flows with a ready request, by (own, turn)
+	ready   prioQueue[*flow] // its flows with a ready request, by (running, turn)
 	named   map[string]*flow // its named flows that have a registered request or an executing query
 	counts  counters
 }

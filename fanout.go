@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 )
 
 // Fanout runs queries in parallel on the pool of the handle in ctx, and waits
@@ -98,10 +99,16 @@ func (p *Pool) check(ctx context.Context, h *Handle, obs []Observer, queries []Q
 	if c, n := h.class, len(queries); n > c.maxFanout {
 		c.tooMany.Add(1)
 		recordRefusal(ctx, obs, h.refusal(n, RefusedTooMany))
+		err := fmt.Errorf("%w: %d queries, MaxFanout is %d", ErrTooManyQueries, n, p.cfg.MaxFanout)
 		if c.maxFanout < p.cfg.MaxFanout {
-			return fmt.Errorf("%w: %d queries, class %q fits %d (Workers+QueueSize)", ErrTooManyQueries, n, c.name, c.maxFanout)
+			err = fmt.Errorf("%w: %d queries, class %q fits %d (Workers %d + its QueueSize %d)", ErrTooManyQueries, n, c.name, c.maxFanout, p.cfg.Workers, c.queueSize)
 		}
-		return fmt.Errorf("%w: %d queries, MaxFanout is %d", ErrTooManyQueries, n, p.cfg.MaxFanout)
+		// It can never run, however idle the pool: a configuration to fix,
+		// said once in the log, where the operator looks.
+		c.tooManyLogged.Do(func() {
+			log.Printf("%v: such a Fanout can never run; raise MaxFanout, or Workers or QueueSize, to at least %d", err, n)
+		})
+		return err
 	}
 	if err := checkQueries(queries); err != nil {
 		return err

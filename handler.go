@@ -3,6 +3,7 @@ package reqpool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -32,6 +33,10 @@ import (
 // panics with it, so that net/http aborts the response as it does for a
 // handler that panics with it.
 //
+// With Config.ProblemDetails, the body is problem details (RFC 9457) as
+// application/problem+json, with the status alone:
+// {"type":"about:blank","title":"Service Unavailable","status":503}.
+//
 // It must be called before anything else is written to w.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, http.ErrAbortHandler) {
@@ -49,7 +54,23 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 		secs := int64((retry + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
+	if h, ok := FromContext(r.Context()); ok && h.pool.cfg.ProblemDetails {
+		writeProblem(w, code)
+		return
+	}
 	http.Error(w, http.StatusText(code), code)
+}
+
+// writeProblem answers code as problem details (RFC 9457), with nothing
+// of the error but its status: {"type":"about:blank","title":"Service
+// Unavailable","status":503}.
+func writeProblem(w http.ResponseWriter, code int) {
+	h := w.Header()
+	h.Del("Content-Length")
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, `{"type":"about:blank","title":%q,"status":%d}`+"\n", http.StatusText(code), code)
 }
 
 // ErrorStatus returns the HTTP status that WriteError answers err with for

@@ -31,6 +31,10 @@ type Config struct {
 	// pool's bound is then the sum of its classes'). A Fanout whose queries
 	// do not fit into the free workers plus the free space of its class's
 	// queue fails at once with ErrQueueFull. 0 means DefaultQueueSize (1024).
+	// A Fanout of more queries than Workers plus its class's QueueSize can
+	// never be admitted, however idle the pool: it fails with
+	// ErrTooManyQueries, and the first such Fanout of each class is logged.
+	// Keep QueueSize at least the largest Fanout minus Workers.
 	QueueSize int
 
 	// PerRequest is the most queries one request (one handle) executes at
@@ -78,6 +82,11 @@ type Config struct {
 	// own, and each request a wrapped ResponseWriter (about 3 µs a request
 	// in BenchmarkServerTiming).
 	ServerTiming bool
+
+	// ProblemDetails makes WriteError answer with problem details (RFC
+	// 9457, application/problem+json) instead of text/plain, for JSON APIs.
+	// Either way the body holds the status alone, never the error's text.
+	ProblemDetails bool
 
 	// DisableSQLComment stops Select, Get, Exec and ExecResult from tagging
 	// their statements with the request id. By default (false) each

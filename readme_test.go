@@ -110,15 +110,18 @@ func readmeGoBlocks(t *testing.T, path string) []readmeBlock {
 
 // readmeImports are the packages a README block may use, by name.
 var readmeImports = map[string]string{
-	"context": "context",
-	"errors":  "errors",
-	"fmt":     "fmt",
-	"http":    "net/http",
-	"log":     "log",
-	"os":      "os",
-	"reqpool": "github.com/reqpool/reqpool",
-	"sqlx":    "github.com/jmoiron/sqlx",
-	"time":    "time",
+	"context":     "context",
+	"errors":      "errors",
+	"fmt":         "fmt",
+	"http":        "net/http",
+	"httptest":    "net/http/httptest",
+	"log":         "log",
+	"os":          "os",
+	"reqpool":     "github.com/reqpool/reqpool",
+	"reqpooltest": "github.com/reqpool/reqpool/reqpooltest",
+	"testing":     "testing",
+	"sqlx":        "github.com/jmoiron/sqlx",
+	"time":        "time",
 }
 
 // readmeStubs declare what the README's blocks leave to their reader, by
@@ -132,6 +135,7 @@ var readmeStubs = map[string]string{
 	"User":        "type User struct {\n\tID   int\n\tName string\n}",
 	"countUsers":  `func countUsers(ctx context.Context, n *int) error { return nil }`,
 	"countOrders": `func countOrders(ctx context.Context, n *int) error { return nil }`,
+	"orgPage":     `func orgPage(w http.ResponseWriter, r *http.Request) {}`,
 }
 
 var topLevel = regexp.MustCompile(`(?m)^(func|type) `)

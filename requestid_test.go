@@ -2,6 +2,8 @@ package reqpool
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -61,6 +63,33 @@ func TestConfigRequestID(t *testing.T) {
 		percentEncode(&enc, r.id)
 		if want := "SELECT 1 /*request_id='" + enc.String() + "'*/"; tag != want {
 			t.Errorf("tag %q, want %q", tag, want)
+		}
+	}
+}
+
+// TestProblemDetails: with Config.ProblemDetails, WriteError answers a real
+// client with problem details that hold the status and nothing of the
+// error; without it, text/plain as before.
+func TestProblemDetails(t *testing.T) {
+	for _, problem := range []bool{false, true} {
+		p := newPool(t, Config{ProblemDetails: problem})
+		srv, c := serve(t, p, func(w http.ResponseWriter, r *http.Request) {
+			WriteError(w, r, fmt.Errorf("pq: secret table missing: %w", ErrQueueFull))
+		}, nil)
+		resp, err := c.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ct := resp.Header.Get("Content-Type")
+		switch {
+		case resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" || strings.Contains(string(body), "secret"):
+			t.Errorf("ProblemDetails %v: %d, Retry-After %q, body %q", problem, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		case problem && (ct != "application/problem+json" || string(body) != `{"type":"about:blank","title":"Service Unavailable","status":503}`+"\n"):
+			t.Errorf("problem details: %s %q", ct, body)
+		case !problem && !strings.HasPrefix(ct, "text/plain"):
+			t.Errorf("without ProblemDetails: Content-Type %q", ct)
 		}
 	}
 }

@@ -66,6 +66,7 @@
 //	db.client.operation.duration  histogram  s         run time of each query that ran (not of dropped ones)
 //	reqpool.query.wait_time       histogram  s         queue wait of each query, dropped ones included
 //	reqpool.fanout.refusals       counter    {fanout}  Fanouts refused as a whole
+//	reqpool.limit                 gauge      {query}   the most queries that execute at once now (Stats.Limit): Workers, or fewer in a connection shortage
 //
 // db.client.operation.duration follows OpenTelemetry's database semantic
 // conventions (semconv v1.43.0): db.system.name ("postgresql" unless
@@ -130,6 +131,7 @@ const (
 	opDuration    = "db.client.operation.duration"
 	waitTimeName  = "reqpool.query.wait_time"
 	refusalsName  = "reqpool.fanout.refusals"
+	limitName     = "reqpool.limit"
 	keyRequestID  = attribute.Key("reqpool.request_id")
 	keyIndex      = attribute.Key("reqpool.query.index")
 	keyWait       = attribute.Key("reqpool.query.wait_time")
@@ -214,7 +216,42 @@ func Observe(p *reqpool.Pool, opts ...Option) (detach func(), err error) {
 	if err != nil {
 		return func() {}, err
 	}
-	return p.Observe(o), nil
+	unregister, err := observeLimit(p, opts...)
+	if err != nil {
+		return func() {}, err
+	}
+	detachObserver := p.Observe(o)
+	return func() {
+		detachObserver()
+		unregister()
+	}, nil
+}
+
+// observeLimit reports reqpool.limit, read from p.Stats at each collection,
+// and returns what stops it.
+func observeLimit(p *reqpool.Pool, opts ...Option) (unregister func(), err error) {
+	var c config
+	for _, opt := range opts {
+		opt(&c)
+	}
+	if c.mp == nil {
+		c.mp = otel.GetMeterProvider()
+	}
+	meter := c.mp.Meter(ScopeName, metric.WithSchemaURL(semconv.SchemaURL))
+	gauge, err := meter.Int64ObservableGauge(limitName,
+		metric.WithDescription("The most queries that execute at once now: the pool's Workers, or fewer while the database refuses new connections for lack of slots (reqpool Stats.Limit)."),
+		metric.WithUnit("{query}"))
+	if err != nil {
+		return nil, fmt.Errorf("reqotel: %w", err)
+	}
+	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(gauge, int64(p.Stats().Limit))
+		return nil
+	}, gauge)
+	if err != nil {
+		return nil, fmt.Errorf("reqotel: %w", err)
+	}
+	return func() { reg.Unregister() }, nil
 }
 
 // observer is the reqpool.Observer that Observe attaches.

@@ -458,12 +458,20 @@ func TestDetach(t *testing.T) {
 	if err := reqpool.Fanout(ctx, sleep(0), sleep(0)); err != nil {
 		t.Fatal(err)
 	}
+	// reqpool.limit is the pool's Stats.Limit, while attached.
+	m, ok := tel.metrics(t)["reqpool.limit"]
+	if g, isGauge := m.Data.(metricdata.Gauge[int64]); !ok || !isGauge || len(g.DataPoints) != 1 || g.DataPoints[0].Value != 2 || m.Unit != "{query}" {
+		t.Errorf("reqpool.limit: %+v, want one point of 2 {query}", m)
+	}
 	detach()
 	if err := reqpool.Fanout(ctx, sleep(0), sleep(0)); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(tel.spans.GetSpans()); n != 2 {
 		t.Errorf("%d spans, want 2 (before detach)", n)
+	}
+	if _, ok := tel.metrics(t)["reqpool.limit"]; ok {
+		t.Error("reqpool.limit is still reported after detach")
 	}
 }
 
