@@ -7,6 +7,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -96,5 +97,50 @@ func TestChiTimeout(t *testing.T) {
 	}
 	if s := p.Stats(); s.Running != 0 || s.Queued != 0 || s.Requests != 0 {
 		t.Errorf("pool after the requests: %+v", s)
+	}
+}
+
+// TestChiRequestID: behind chi's middleware.RequestID and Logger, with
+// Config.RequestID reading chi's id, a request has one id: in the response's
+// X-Request-ID, in chi's log line and in the statements' tag.
+func TestChiRequestID(t *testing.T) {
+	p, err := reqpool.New(reqpool.Config{RequestID: func(r *http.Request) string { return middleware.GetReqID(r.Context()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	var logged lockedBuffer
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID,
+		middleware.RequestLogger(&middleware.DefaultLogFormatter{Logger: log.New(&logged, "", 0), NoColor: true}),
+		reqpool.Middleware(p))
+	tags := make(chan string, 1)
+	r.Get("/", func(w http.ResponseWriter, r *http.Request) {
+		err := reqpool.Fanout(r.Context(), reqpool.Func(func(ctx context.Context) error {
+			tags <- reqpool.TagSQL(ctx, "SELECT 1")
+			return nil
+		}))
+		if err != nil {
+			reqpool.WriteError(w, r, err)
+		}
+	})
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	srv.Close() // the log line is written once the request is done
+	id := resp.Header.Get(reqpool.RequestIDHeader)
+	tag := <-tags
+	if id == "" || !strings.Contains(id, "/") { // chi's ids are host/random-000001
+		t.Fatalf("X-Request-ID %q, want chi's id", id)
+	}
+	if !strings.Contains(logged.String(), "["+id+"]") {
+		t.Errorf("chi's log %q does not name the request id %q", logged.String(), id)
+	}
+	if want := "request_id='" + strings.ReplaceAll(id, "/", "%2F") + "'"; !strings.Contains(tag, want) {
+		t.Errorf("tag %q, want it to carry %q", tag, want)
 	}
 }
