@@ -22,30 +22,19 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/reqpool/reqpool"
+	"github.com/reqpool/reqpool/internal/reqtest"
 	"github.com/reqpool/reqpool/internal/testhook"
 )
 
 // Pool returns a pool of cfg, with DisableSQLComment set, shut down when
-// the test ends; the test fails if that leaves queries running (a query
-// that ignores its context). A cfg that New refuses fails the test.
+// the test ends; the test fails if that takes over 10 s (a query that
+// ignores its context), or if New refuses cfg.
 func Pool(t testing.TB, cfg reqpool.Config) *reqpool.Pool {
 	t.Helper()
 	cfg.DisableSQLComment = true
-	p, err := reqpool.New(cfg)
-	if err != nil {
-		t.Fatalf("reqpooltest: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("reqpooltest: the pool's Shutdown at the end of the test: %v", err)
-		}
-	})
-	return p
+	return reqtest.NewPool(t, cfg)
 }
 
 // Context returns a context with a handle onto a pool of its own (Pool with

@@ -222,17 +222,26 @@ func TestSocketRelease(t *testing.T) {
 	g.Close()
 }
 
+// pipeCanceller returns a Canceller of a gate of its own on one end of a
+// pipe, whose CancelRequests fail at the dial, and the pipe's other end;
+// the test's end closes the gate and the pipe.
+func pipeCanceller(t *testing.T) (*Canceller, *Gate, net.Conn) {
+	client, server := net.Pipe()
+	g := NewGate(nil)
+	t.Cleanup(func() {
+		server.Close()
+		g.Close()
+	})
+	refuse := func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no server") }
+	return &Canceller{gate: g, sock: g.NewSocket(client, "tcp", "127.0.0.1:5432"), dial: refuse}, g, server
+}
+
 // TestCutAfterEnd: a chase's cut-off that comes after End (its timer fired
 // as End stopped it, or its goroutine woke late) leaves the connection
 // alone: the next statement goes out on the socket as it is, and is
 // chased when its own context ends.
 func TestCutAfterEnd(t *testing.T) {
-	client, server := net.Pipe()
-	defer server.Close()
-	g := NewGate(nil)
-	defer g.Close()
-	refuse := func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no server") }
-	c := &Canceller{gate: g, sock: g.NewSocket(client, "tcp", "127.0.0.1:5432"), dial: refuse}
+	c, g, server := pipeCanceller(t)
 
 	// A statement whose context ended, chased (by hand: no CancelRequest
 	// goes out), ends.
@@ -276,12 +285,7 @@ func TestCutAfterEnd(t *testing.T) {
 // late, once the statement had ended) chases nothing: a chase then would
 // cut the next statement off.
 func TestBeginAfterEnd(t *testing.T) {
-	client, server := net.Pipe()
-	defer server.Close()
-	g := NewGate(nil)
-	defer g.Close()
-	refuse := func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no server") }
-	c := &Canceller{gate: g, sock: g.NewSocket(client, "tcp", "127.0.0.1:5432"), dial: refuse}
+	c, g, _ := pipeCanceller(t)
 
 	seq, _, _ := c.Start(context.Background())
 	if !c.End(seq) {
