@@ -54,8 +54,9 @@ const (
 	released
 )
 
-// ID returns the request id: the X-Request-ID header's value when it was a
-// sane token, or a new UUIDv7; for NewContext, a new UUIDv7.
+// ID returns the request id: Config.RequestID's answer, or the X-Request-ID
+// header's value when it was a sane token, or a new UUIDv7; for NewContext,
+// a new UUIDv7; for Detach, the request's.
 func (h *Handle) ID() string { return h.id }
 
 // RequestID returns the request id of the handle in ctx (see Handle.ID), or
@@ -119,9 +120,10 @@ func (p *Pool) NewContext(parent context.Context) (ctx context.Context, release 
 // after the response: its Fanouts run on a handle of their own onto the
 // same pool, with the request's id (so their statements carry the same tag
 // and their logs match the request's), class and flow. The context keeps
-// ctx's values but not its end: the request's end does not end it.
-// Shutdown does, when it is called (with a cause matching ErrClosed), and
-// so does release, which ends the handle as NewContext's does: call it when
+// ctx's values but not its end: the request's end does not end it, nor,
+// when ctx is a query's, that query's end: its Fanouts take slots of their
+// own. Shutdown ends it (with a cause matching ErrClosed), once the pool is
+// idle or Shutdown's own ctx has ended, as it ends requests; so does release, which ends the handle as NewContext's does: call it when
 // the work is done, never from inside one of its queries.
 //
 // Without Detach, such work fails with ErrHandleReleased once the handler
@@ -129,7 +131,7 @@ func (p *Pool) NewContext(parent context.Context) (ctx context.Context, release 
 // context.WithoutCancel(ctx), on which Fanout fails with ErrNoHandle, and a
 // release that does nothing.
 func Detach(ctx context.Context) (detached context.Context, release func()) {
-	base := context.WithoutCancel(ctx)
+	base := detachedContext{context.WithoutCancel(ctx)}
 	h, ok := FromContext(ctx)
 	if !ok {
 		return base, func() {}
@@ -144,6 +146,19 @@ func Detach(ctx context.Context) (detached context.Context, release func()) {
 		cancel(context.Canceled)
 		d.release()
 	}
+}
+
+// detachedContext is ctx without the group of the query it may come from: a
+// Fanout made on it is not nested, and so borrows no slot of a query that
+// may long have returned.
+type detachedContext struct{ context.Context }
+
+// Value implements context.Context.
+func (c detachedContext) Value(key any) any {
+	if _, ok := key.(groupKey); ok {
+		return nil
+	}
+	return c.Context.Value(key)
 }
 
 // newContext is NewContext with the request id given.

@@ -151,12 +151,12 @@
 //     Fanout have SpareConns of their own. With fewer connections than workers the surplus queries wait
 //     inside database/sql, which serves its waiters in random order: the
 //     order and fairness that reqpool keeps are lost there.
-//   - Directly to PostgreSQL, replicas × (Workers + 2, plus the 2 kept for
+//   - Directly to PostgreSQL, replicas × (Workers + SpareConns, plus the 2 kept for
 //     pg_cancel_backend), plus other clients, must stay below the
 //     server's max_connections less superuser_reserved_connections. With
 //     max_connections=100, 3 reserved and 4 replicas, Workers=18 leaves 9
 //     connections spare.
-//   - Behind PgBouncer in transaction mode, replicas × (Workers + 2) is
+//   - Behind PgBouncer in transaction mode, replicas × (Workers + SpareConns) is
 //     what PgBouncer's max_client_conn must allow; the server sees at most
 //     default_pool_size connections per database and user, which must stay
 //     below max_connections. When replicas × Workers exceeds

@@ -296,7 +296,7 @@ func TestSchedFlowRetiredLate(t *testing.T) {
 		t.Fatalf("the flow was not retired with its last request")
 	}
 	young := s.regIn(t, "", "tenant")
-	s.finish(g, 0, nil, false)
+	s.finish(g, 0, nil, false, false)
 	if c.named["tenant"] != young.flow {
 		t.Errorf("the late end of the old flow's query forgot the new flow: %v", c.named)
 	}

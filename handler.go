@@ -33,8 +33,9 @@ import (
 // panics with it, so that net/http aborts the response as it does for a
 // handler that panics with it.
 //
-// With Config.ProblemDetails, the body is problem details (RFC 9457) as
-// application/problem+json, with the status alone:
+// With Config.ProblemDetails of the pool of r's handle, the body is problem
+// details (RFC 9457) as application/problem+json, with the status alone
+// (without a handle, as for ErrNoHandle, text/plain):
 // {"type":"about:blank","title":"Service Unavailable","status":503}.
 //
 // It must be called before anything else is written to w.
@@ -43,18 +44,18 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 		panic(http.ErrAbortHandler)
 	}
 	code := ErrorStatus(r, err)
-	switch code {
-	case 0:
+	if code == 0 {
 		return
-	case http.StatusServiceUnavailable:
-		retry := DefaultRetryAfter
-		if h, ok := FromContext(r.Context()); ok {
-			retry = h.pool.cfg.RetryAfter
-		}
-		secs := int64((retry + time.Second - 1) / time.Second)
+	}
+	cfg := Config{RetryAfter: DefaultRetryAfter}
+	if h, ok := FromContext(r.Context()); ok {
+		cfg = h.pool.cfg
+	}
+	if code == http.StatusServiceUnavailable {
+		secs := int64((cfg.RetryAfter + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
-	if h, ok := FromContext(r.Context()); ok && h.pool.cfg.ProblemDetails {
+	if cfg.ProblemDetails {
 		writeProblem(w, code)
 		return
 	}

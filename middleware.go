@@ -16,7 +16,10 @@ const maxRequestIDLen = 64
 // The request id is Config.RequestID's answer when it gives one, else the
 // X-Request-ID header when it is a sane token (1 to 64 of A-Z a-z 0-9 . _
 // -); anything else is replaced by a new UUIDv7, so a hostile header never
-// reaches logs or SQL comments. The id is set as the
+// reaches logs or SQL comments. Config.RequestID's answer is the
+// application's to vouch for (chi's RequestID, for one, keeps a client's
+// X-Request-Id as it is): Middleware only checks that it is printable
+// ASCII, and the SQL comment percent-encodes it. The id is set as the
 // response's X-Request-ID header before the handler runs. With
 // Config.ServerTiming, it also wraps the ResponseWriter to add a
 // Server-Timing header (see there). Middleware writes nothing else. With

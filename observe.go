@@ -40,7 +40,7 @@ type QueryRecord struct {
 	Started   time.Time // when it started; zero if it was dropped
 	Finished  time.Time // when it returned, or was dropped
 	Outcome   Outcome
-	Err       error // what it returned, for OutcomeError and OutcomePanic
+	Err       error // what it returned, for OutcomeError, OutcomePanic and OutcomeCancelled
 }
 
 // Wait is how long the query waited in the queue: from its Fanout's
@@ -224,10 +224,10 @@ var epoch = time.Now()
 // system's wall clock after start does not show in the records.
 func now() time.Time { return epoch.Add(time.Since(epoch)) }
 
-// recordQuery tells g's observers how query i, started at started, ended,
-// and returns the time it ended (zero without observers). Called outside
-// the lock.
-func (g *group) recordQuery(i int, started time.Time, err error) time.Time {
+// recordQuery tells g's observers how query i, started at started, ended
+// (err; cancelled as run decided), and returns the time it ended (zero
+// without observers). Called outside the lock.
+func (g *group) recordQuery(i int, started time.Time, err error, cancelled bool) time.Time {
 	if g.obs == nil {
 		return time.Time{}
 	}
@@ -238,7 +238,7 @@ func (g *group) recordQuery(i int, started time.Time, err error) time.Time {
 		rec.Outcome = OutcomeOK
 	case panicked(err):
 		rec.Outcome = OutcomePanic
-	case g.Err() != nil: // the rule of Stats.Cancelled (see sched.finish)
+	case cancelled: // as Stats.Cancelled counts it (see sched.run)
 		rec.Outcome = OutcomeCancelled
 	default:
 		rec.Outcome = OutcomeError

@@ -257,7 +257,7 @@ type Pool struct {
 	observers atomic.Pointer[[]Observer]   // attached by Observe; nil when none; replaced, never changed in place
 	debug     atomic.Pointer[debugHandler] // made by the first DebugHandler call, which attaches its Observer; see debug.go
 
-	// closing ends when Shutdown is called (shuttingDown), and with it the
+	// closing ends when Shutdown returns (shuttingDown), and with it the
 	// contexts of Detach.
 	closing      context.Context
 	shuttingDown context.CancelFunc
@@ -297,8 +297,12 @@ type Stats struct {
 	// new connections for lack of slots (PostgreSQL's max_connections or a
 	// role's CONNECTION LIMIT, PgBouncer's max_client_conn) but the
 	// connections open work. Queries beyond it wait in the queue. The
-	// opener probes for a connection more every 250 ms, and Limit grows
-	// back with each one. LimitReason says why Limit is below Workers.
+	// opener probes for a connection more every 250 ms while they are
+	// refused, and one after the other once they succeed: Limit grows back
+	// with each. LimitReason says why Limit is below Workers. Just
+	// after Limit drops, Running can exceed it until enough queries end. The
+	// openers count established connections in the protocol's bytes, so
+	// over TLS they cannot, and a shortage is met as an outage.
 	Limit       int
 	LimitReason string // "" or LimitConnections
 
@@ -364,9 +368,9 @@ func (p *Pool) Stats() Stats {
 // Shutdown may be called again: after one that ran out of time, another
 // waits (as long as its own ctx allows) until the queries it cancelled have
 // returned, which is how to know that nothing of the pool runs any more.
-// Shutdown also ends the contexts of Detach.
+// Shutdown ends the contexts of Detach when it returns: work detached from
+// a request, like a request, has until the pool is idle or ctx ends.
 func (p *Pool) Shutdown(ctx context.Context) error {
-	p.shuttingDown()
 	s := p.sched
 	s.mu.Lock()
 	s.closed = true
@@ -379,9 +383,11 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 
 	select {
 	case <-idle:
+		p.shuttingDown() // Detach's contexts: the pool is closed to them
 		return nil
 	case <-ctx.Done():
 	}
+	p.shuttingDown()
 	s.mu.Lock()
 	for r := range s.requests {
 		s.cancelRequest(r, errShutdown)

@@ -36,17 +36,18 @@ type sched struct {
 	workers, perRequest int      // Config's, after defaults; read-only
 	classes             []*class // Config.Classes' order, or one class; the slice is read-only
 
-	mu        sync.Mutex
-	connLimit int                   // during a connection shortage, the most queries its connections run at once; 0 otherwise
-	slots     int                   // slots held (see the invariants)
-	executing int                   // queries executing in slots of their own (Stats.Running)
-	spawning  int                   // helpers started and not yet holding a query
-	queued    int                   // admitted queries not yet started
-	turn      uint64                // queries started in slots of their own: the clock of class and flow turns
-	requests  map[*request]struct{} // registered requests not yet released (Stats.Requests)
-	closed    bool                  // Shutdown was called
-	seq       uint64                // requests registered, for request.seq
-	idle      chan struct{}         // closed once closed with nothing queued or in a slot; nil until Shutdown
+	mu         sync.Mutex
+	connLimit  int                   // during a connection shortage, the most queries its connections run at once (the smallest of connLimits); 0 otherwise
+	connLimits map[any]int           // the limits of the databases short of connections (setConnLimit), by database
+	slots      int                   // slots held (see the invariants)
+	executing  int                   // queries executing in slots of their own (Stats.Running)
+	spawning   int                   // helpers started and not yet holding a query
+	queued     int                   // admitted queries not yet started
+	turn       uint64                // queries started in slots of their own: the clock of class and flow turns
+	requests   map[*request]struct{} // registered requests not yet released (Stats.Requests)
+	closed     bool                  // Shutdown was called
+	seq        uint64                // requests registered, for request.seq
+	idle       chan struct{}         // closed once closed with nothing queued or in a slot; nil until Shutdown
 }
 
 // request is one request's place in the scheduler: its queued groups, its
@@ -122,7 +123,7 @@ func (g *group) call(i int) (err error) {
 }
 
 func newSched(cfg Config) *sched {
-	s := &sched{workers: cfg.Workers, perRequest: cfg.PerRequest, requests: make(map[*request]struct{})}
+	s := &sched{workers: cfg.Workers, perRequest: cfg.PerRequest, requests: make(map[*request]struct{}), connLimits: make(map[any]int)}
 	for _, c := range cfg.classes() {
 		k := &class{name: c.Name, share: c.Share, queueSize: c.QueueSize, maxFanout: min(cfg.MaxFanout, cfg.Workers+c.QueueSize),
 			named: make(map[string]*flow)}
@@ -143,12 +144,23 @@ func (s *sched) limit() int {
 	return s.workers
 }
 
-// setConnLimit sets the limit of a connection shortage: n queries at once,
-// or none for 0. Queries beyond it wait in the queue.
-func (s *sched) setConnLimit(n int) {
+// setConnLimit sets the limit of a connection shortage of the database
+// from: n queries at once, or none for 0. Queries beyond it wait in the
+// queue. With several databases on one pool, the smallest limit holds.
+func (s *sched) setConnLimit(from any, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.connLimit = n
+	if n > 0 {
+		s.connLimits[from] = n
+	} else {
+		delete(s.connLimits, from)
+	}
+	s.connLimit = 0
+	for _, l := range s.connLimits {
+		if s.connLimit == 0 || l < s.connLimit {
+			s.connLimit = l
+		}
+	}
 	s.wake()
 }
 
@@ -332,8 +344,9 @@ func (s *sched) start(g *group, counted bool) int {
 	return i
 }
 
-// finish records the end of query i of g. Callers hold mu.
-func (s *sched) finish(g *group, i int, err error, counted bool) {
+// finish records the end of query i of g, which returned err: cancelled
+// if err came once g's context had ended (see run). Callers hold mu.
+func (s *sched) finish(g *group, i int, err error, counted, cancelled bool) {
 	r := g.req
 	f := r.flow
 	c := f.class
@@ -347,7 +360,7 @@ func (s *sched) finish(g *group, i int, err error, counted bool) {
 	if err != nil {
 		// Its Fanout's context ended (the caller's, a sibling's failure,
 		// Shutdown) before it returned: cancelled, unless it panicked.
-		if g.Err() != nil && !panicked(err) {
+		if cancelled {
 			c.counts.cancelled++
 		} else {
 			c.counts.failed++
@@ -532,11 +545,14 @@ func (s *sched) run(kind slotKind, g *group, i int, parent *group) {
 			started = now()
 		}
 		err := g.call(i)
+		// Whether it failed or was cancelled is decided once, here, so that
+		// the observers and Stats agree.
+		cancelled := err != nil && g.Err() != nil && !panicked(err)
 		// One clock read serves as this query's end and the next one's
 		// start: the time between is the loop's own bookkeeping.
-		started = g.recordQuery(i, started, err)
+		started = g.recordQuery(i, started, err, cancelled)
 		s.mu.Lock()
-		s.finish(g, i, err, kind != lentSlot)
+		s.finish(g, i, err, kind != lentSlot, cancelled)
 		prev := g
 		if g, i = s.nextIn(kind, g, parent); i < 0 {
 			s.giveBack(kind, parent)
@@ -586,10 +602,10 @@ func (s *sched) nextIn(kind slotKind, g, parent *group) (*group, int) {
 // goroutine was the caller of caller (which will never wait for it now),
 // its queued queries are dropped.
 func (s *sched) abandon(kind slotKind, g *group, i int, caller, parent *group, started time.Time) {
-	g.recordQuery(i, started, errGoexit)
+	g.recordQuery(i, started, errGoexit, false)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.finish(g, i, errGoexit, kind != lentSlot)
+	s.finish(g, i, errGoexit, kind != lentSlot, false)
 	if kind != helperSlot {
 		s.drop(caller)
 	}

@@ -197,8 +197,10 @@ func WithFlowAttribute() Option {
 // first SDK installed.
 //
 // Observe fails only if the MeterProvider refuses to create one of the
-// instruments: it then attaches nothing, returns that error, and a detach
-// that does nothing. It panics if p is nil, like reqpool.Middleware. Once
+// instruments, or to register the callback of reqpool.limit: it then
+// attaches nothing, returns that error, and a detach that does nothing.
+// reqpool.limit has no attribute that names the pool: observe one pool per
+// MeterProvider, or the pools' limits share one series. It panics if p is nil, like reqpool.Middleware. Once
 // attached, nothing it does can fail: the SDK reports its own failures (an
 // exporter's) to otel.Handle. Spans end on the query's goroutine, so give
 // the SDK a batching span processor (sdktrace.WithBatcher), not a
@@ -230,13 +232,7 @@ func Observe(p *reqpool.Pool, opts ...Option) (detach func(), err error) {
 // observeLimit reports reqpool.limit, read from p.Stats at each collection,
 // and returns what stops it.
 func observeLimit(p *reqpool.Pool, opts ...Option) (unregister func(), err error) {
-	var c config
-	for _, opt := range opts {
-		opt(&c)
-	}
-	if c.mp == nil {
-		c.mp = otel.GetMeterProvider()
-	}
+	c := newConfig(opts)
 	meter := c.mp.Meter(ScopeName, metric.WithSchemaURL(semconv.SchemaURL))
 	gauge, err := meter.Int64ObservableGauge(limitName,
 		metric.WithDescription("The most queries that execute at once now: the pool's Workers, or fewer while the database refuses new connections for lack of slots (reqpool Stats.Limit)."),
@@ -252,6 +248,22 @@ func observeLimit(p *reqpool.Pool, opts ...Option) (unregister func(), err error
 		return nil, fmt.Errorf("reqotel: %w", err)
 	}
 	return func() { reg.Unregister() }, nil
+}
+
+// newConfig applies opts, and fills in the global providers where they
+// name none.
+func newConfig(opts []Option) config {
+	var c config
+	for _, opt := range opts {
+		opt(&c)
+	}
+	if c.tp == nil {
+		c.tp = otel.GetTracerProvider()
+	}
+	if c.mp == nil {
+		c.mp = otel.GetMeterProvider()
+	}
+	return c
 }
 
 // observer is the reqpool.Observer that Observe attaches.
@@ -283,16 +295,7 @@ var _ reqpool.Observer = (*observer)(nil)
 // newObserver returns the observer of a pool with the given classes (the
 // names of Config.Classes; none for a pool without).
 func newObserver(classes []string, opts ...Option) (*observer, error) {
-	var c config
-	for _, opt := range opts {
-		opt(&c)
-	}
-	if c.tp == nil {
-		c.tp = otel.GetTracerProvider()
-	}
-	if c.mp == nil {
-		c.mp = otel.GetMeterProvider()
-	}
+	c := newConfig(opts)
 	if c.dbSystem == "" {
 		c.dbSystem = defaultSystem
 	}

@@ -75,9 +75,10 @@ func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = reqpool.DefaultConnectTimeout
 	}
-	// pgx's default dialer is a zero net.Dialer (a DSN cannot change it);
-	// this one resets a connection to itself (pgwire.DialControl).
-	o := &opener{dial: (&net.Dialer{Control: pgwire.DialControl}).DialContext}
+	// pgx's dialer, as ParseConfig makes it (a net.Dialer whose Timeout is
+	// connect_timeout), and which resets a connection to itself
+	// (pgwire.DialControl).
+	o := &opener{dial: (&net.Dialer{Timeout: cfg.ConnectTimeout, Control: pgwire.DialControl}).DialContext}
 	cfg.DialFunc = o.dialConn
 	// Two configurations: with the startup parameter that asks PostgreSQL
 	// itself to check the client socket, and without, for PgBouncer (see
@@ -103,7 +104,7 @@ func Open(dsn string, p *reqpool.Pool) (*sqlx.DB, error) {
 // opener is what the connections of one Open share.
 type opener struct {
 	gate *pgwire.Gate    // set by Open before the first connection
-	dial pgconn.DialFunc // the DSN's own dialer
+	dial pgconn.DialFunc // pgx's dialer, with pgwire.DialControl
 }
 
 // dialConn is the DialFunc of Open's connections: it refuses pgx's own
@@ -176,7 +177,7 @@ const chaserKey = "reqpool.chaser"
 type chaser struct {
 	pc   *pgconn.PgConn
 	gate *pgwire.Gate
-	dial pgconn.DialFunc // pgx's own, for the CancelRequests
+	dial pgconn.DialFunc // Open's dialer (opener.dial), for the CancelRequests
 
 	cancel *pgwire.Canceller // made by probe; nil for a connection it did not see
 	seq    uint64            // the statement being chased

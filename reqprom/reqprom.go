@@ -328,7 +328,7 @@ func (c *collector) Refused(_ context.Context, ref reqpool.Refusal) {
 	}
 }
 
-// Describe sends the descriptors of all nine metrics.
+// Describe sends the descriptors of all ten metrics.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.workers, c.limit, c.running, c.queued, c.flows, c.requests, c.queries, c.rejected, c.wait, c.run} {
 		ch <- d

@@ -23,7 +23,9 @@ const RetryInterval = 250 * time.Millisecond
 
 // Gate is a driver.Connector that makes at most one connection attempt per
 // RetryInterval while attempts fail, and fails the others at once with an
-// error wrapping ErrUnavailable and the last failure.
+// error wrapping ErrUnavailable and the last failure. A refusal for lack of
+// connection slots while connections work is a shortage, not a failure: the
+// gate stays open and caps the pool instead (see shortage.go).
 //
 // Without it, every query that needs a connection dials: 16 callers on a
 // stopped database dialled about 16,000 times a second, and over TCP a dial
@@ -58,10 +60,13 @@ type Gate struct {
 	// refuses more for lack of slots, and 0 otherwise; probe is the next
 	// probe for more, or nil.
 	live     int
+	draining int // of live, the connections closed by their driver while their statement runs (Socket.Close)
 	limit    int
 	probe    *time.Timer
 	enough   int             // the limit at which a shortage is over (OnLimit)
 	setLimit func(limit int) // told of limit's changes (OnLimit); nil: no shortage handling
+	closing  bool            // Close has begun: no more probes
+	notifyMu sync.Mutex      // orders the calls of setLimit (notifyLimit); taken before mu, never inside it
 
 	cancelSlots chan struct{} // a CancelRequest on its way holds one; MaxCancelsInFlight
 	cancels     cancelCounts
@@ -111,16 +116,24 @@ func (g *Gate) Go(f func()) {
 // calls.
 func (g *Gate) Close() error {
 	g.mu.Lock()
+	g.closing = true
+	if g.probe != nil && g.probe.Stop() { // due, not started: its inFlight is ours to give back
+		g.probe = nil
+		if g.inFlight--; g.inFlight == 0 {
+			g.idle.Broadcast()
+		}
+	}
 	for g.inFlight > 0 {
 		g.idle.Wait()
 	}
 	orphans := g.orphans
 	g.orphans, g.closed = nil, true
-	if g.probe != nil {
-		g.probe.Stop()
-		g.probe = nil
-	}
+	shortage := g.limit > 0
+	g.limit = 0
 	g.mu.Unlock()
+	if shortage {
+		g.notifyLimit() // the pool's cap goes with the gate's connections
+	}
 	for _, att := range orphans {
 		<-att.done // Go's attempts are done: inFlight was 0
 		if att.err == nil {
@@ -253,9 +266,8 @@ func (g *Gate) record(err error) {
 	case err == nil:
 		g.failed, g.lastErr = time.Time{}, nil
 	case g.shortage(err, signalling):
-		limit, set := g.limit, g.setLimit
 		g.mu.Unlock()
-		set(limit)
+		g.notifyLimit()
 		return
 	default:
 		g.failed, g.lastErr = g.now(), err

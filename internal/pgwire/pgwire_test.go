@@ -323,3 +323,81 @@ func TestRefusedParameter(t *testing.T) {
 		}
 	}
 }
+
+// short is a driver.Connector that refuses with too_many_connections while
+// full is set, and otherwise connects (to nothing).
+type short struct {
+	full     atomic.Bool
+	attempts atomic.Int64
+}
+
+func (s *short) Connect(context.Context) (driver.Conn, error) {
+	s.attempts.Add(1)
+	if s.full.Load() {
+		return nil, &pq.Error{Code: "53300", Message: "too many connections for role"}
+	}
+	return nopConn{}, nil
+}
+
+func (s *short) Driver() driver.Driver { return nil }
+
+type nopConn struct{ driver.Conn }
+
+func (nopConn) Close() error { return nil }
+
+// TestGateShortage: a refusal for lack of slots while 2 connections work
+// fails that attempt but leaves the gate open, and sets the limit to 2;
+// probes then grow it back (here the probes' connections are not sockets
+// of the gate's, so the limit ends when maxOrphans are kept unadopted);
+// and Close during a shortage lifts the limit.
+func TestGateShortage(t *testing.T) {
+	s := &short{}
+	s.full.Store(true)
+	g := NewGate(s)
+	limits := make(chan int, 64)
+	g.OnLimit(4, func(n int) { limits <- n })
+	g.connEstablished()
+	g.connEstablished()
+
+	if _, err := g.Connect(context.Background()); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Connect in a shortage = %v, want ErrUnavailable", err)
+	}
+	if n := <-limits; n != 2 {
+		t.Fatalf("limit %d, want the 2 connections that work", n)
+	}
+	before := s.attempts.Load()
+	g.Connect(context.Background()) // not refused at once: a shortage is not an outage
+	if s.attempts.Load() == before {
+		t.Error("the gate refused an attempt at once after a shortage, as after an outage")
+	}
+
+	s.full.Store(false)
+	for n := range limits { // the probes succeed, one after the other
+		if n == 0 {
+			break
+		}
+	}
+	g.mu.Lock()
+	kept := len(g.orphans)
+	g.mu.Unlock()
+	if kept != maxOrphans {
+		t.Errorf("%d probe connections kept for the next Connect, want %d", kept, maxOrphans)
+	}
+	g.Close()
+
+	// Close in a shortage lifts the limit.
+	s2 := &short{}
+	s2.full.Store(true)
+	g2 := NewGate(s2)
+	limits2 := make(chan int, 4)
+	g2.OnLimit(4, func(n int) { limits2 <- n })
+	g2.connEstablished()
+	g2.Connect(context.Background())
+	if n := <-limits2; n != 1 {
+		t.Fatalf("limit %d, want 1", n)
+	}
+	g2.Close()
+	if n := <-limits2; n != 0 {
+		t.Errorf("limit %d after Close, want 0", n)
+	}
+}

@@ -19,7 +19,9 @@ import (
 // DialControl is the Control of the openers' net.Dialer: it sets SO_LINGER
 // to 0 on each TCP socket before it connects, so that one closed before
 // CheckSelfConnect has seen it (by Go's own self-connect check) leaves no
-// TIME_WAIT behind.
+// TIME_WAIT behind. The sockets of CancelRequests, dialled with the same
+// dialer, never pass CheckSelfConnect and close with a reset: harmless, as
+// SendCancel closes one only after the server has closed its end.
 func DialControl(network, _ string, c syscall.RawConn) error {
 	if network != "tcp" && network != "tcp4" && network != "tcp6" {
 		return nil

@@ -60,48 +60,68 @@ func (g *Gate) connEstablished() {
 	g.live++
 }
 
-func (g *Gate) connClosed() {
+func (g *Gate) connClosed(drained bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.live--
+	if drained {
+		g.draining--
+	}
 }
+
+// connDraining counts an established connection closed by its driver while
+// the server still runs its statement (Socket.Close): until it closes for
+// real, it can run no statement.
+func (g *Gate) connDraining() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.draining++
+}
+
+// usable returns how many statements the gate's connections can run at
+// once: those established and open, but the signaller's (signalling) and
+// those draining after a cut-off, which stay busy until their statement
+// ends. Callers hold g.mu.
+func (g *Gate) usable(signalling int) int { return g.live - g.draining - signalling }
 
 // shortage notes a connection attempt refused for err, and reports whether
 // it is a shortage (see IsShortage) that leaves connections working: then
-// the limit is what they can run at once, the gate's open sockets but the
-// signaller's (signalling). Callers hold g.mu.
+// the limit is what they can run at once. Callers hold g.mu.
 func (g *Gate) shortage(err error, signalling int) bool {
-	if g.setLimit == nil || !IsShortage(err) || g.live-signalling <= 0 {
+	n := g.usable(signalling)
+	if g.setLimit == nil || !IsShortage(err) || n <= 0 {
 		return false
 	}
-	g.limit = g.live - signalling
-	g.scheduleProbe()
+	g.limit = n
+	g.scheduleProbe(RetryInterval)
 	return true
 }
 
-// scheduleProbe starts the next shortage probe in RetryInterval, unless one
-// is due or under way. Callers hold g.mu.
-func (g *Gate) scheduleProbe() {
-	if g.probe == nil && !g.closed {
-		g.probe = time.AfterFunc(RetryInterval, g.probeShortage)
+// scheduleProbe starts the next shortage probe after wait, unless one is
+// due or under way or the gate is closing. A probe due counts as the
+// gate's work in flight (Close waits for it, or stops it). Callers hold
+// g.mu.
+func (g *Gate) scheduleProbe(wait time.Duration) {
+	if g.probe == nil && !g.closing {
+		g.inFlight++ // given back by probeShortage, or by Close if it stops the timer
+		g.probe = time.AfterFunc(wait, g.probeShortage)
 	}
 }
 
 // probeShortage is a connection attempt of the gate's own during a
 // shortage. A connection it makes is kept for the next Connect (an orphan),
 // and the limit grows to the connections open; a refusal leaves the limit
-// as it is. The next probe follows in RetryInterval, until the limit is
-// enough.
+// as it is. The next probe follows at once after a success, in
+// RetryInterval after a refusal, until the limit is enough.
 func (g *Gate) probeShortage() {
+	defer g.leave() // the inFlight of scheduleProbe
 	g.mu.Lock()
-	if g.closed || g.limit == 0 {
+	if g.closing || g.limit == 0 {
 		g.probe = nil
 		g.mu.Unlock()
 		return
 	}
-	g.inFlight++ // Close waits for the probe, as for the gate's other work
 	g.mu.Unlock()
-	defer g.leave()
 
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
@@ -109,31 +129,43 @@ func (g *Gate) probeShortage() {
 	signalling := g.signaller.open() // outside mu: it locks the signaller's *sql.DB
 	g.mu.Lock()
 	g.probe = nil
-	if err == nil && len(g.orphans) < maxOrphans {
+	if err == nil && !g.closing && len(g.orphans) < maxOrphans {
 		att := &attempt{done: make(chan struct{}), c: c}
 		close(att.done)
 		g.orphans = append(g.orphans, att)
 		c = nil
 	}
 	if err == nil {
-		g.limit = g.live - signalling
-		if g.limit >= g.enough || c != nil { // c: maxOrphans unadopted, so connections are to spare
+		// c: maxOrphans unadopted (or closing), so connections are to spare.
+		if g.limit = g.usable(signalling); g.limit >= g.enough || c != nil {
 			g.limit = 0
 		}
 	}
-	if g.limit > 0 {
-		if err == nil && !g.closed { // the server has room again: grow at once
-			g.probe = time.AfterFunc(0, g.probeShortage)
-		} else {
-			g.scheduleProbe()
-		}
+	switch {
+	case g.limit > 0 && err == nil:
+		g.scheduleProbe(0) // the server has room again: grow at once
+	case g.limit > 0:
+		g.scheduleProbe(RetryInterval)
 	}
-	limit, set := g.limit, g.setLimit
 	g.mu.Unlock()
 	if c != nil {
 		c.Close()
 	}
-	set(limit)
+	g.notifyLimit()
+}
+
+// notifyLimit tells the gate's limit function (OnLimit) the limit as it is
+// now. Callers do not hold g.mu; notifyMu orders the calls, so that the
+// last one carries the latest limit, whichever goroutine computed which.
+func (g *Gate) notifyLimit() {
+	g.notifyMu.Lock()
+	defer g.notifyMu.Unlock()
+	g.mu.Lock()
+	limit, set := g.limit, g.setLimit
+	g.mu.Unlock()
+	if set != nil {
+		set(limit)
+	}
 }
 
 // probeTimeout bounds one shortage probe.

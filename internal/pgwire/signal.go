@@ -161,7 +161,8 @@ func (g *Gate) openSignaller() {
 	})
 }
 
-// open returns how many connections the signaller has open.
+// open returns how many connections the signaller has established (in use
+// or idle; not those being opened, which database/sql counts as open).
 func (s *signaller) open() int {
 	s.mu.Lock()
 	db := s.db
@@ -169,7 +170,8 @@ func (s *signaller) open() int {
 	if db == nil {
 		return 0
 	}
-	return db.Stats().OpenConnections
+	st := db.Stats()
+	return st.InUse + st.Idle
 }
 
 // closeSignaller closes the signaller's connections, if it has any.

@@ -195,26 +195,31 @@ func (s *Socket) Close() error {
 	}
 	s.closing = true
 	hold := s.released && !s.idle
+	ready := s.ready
 	s.mu.Unlock()
 	if !hold {
-		return s.closeNow()
+		return s.closeNow(false)
+	}
+	if ready {
+		s.gate.connDraining()
 	}
 	s.gate.Go(func() {
 		s.Conn.SetReadDeadline(time.Now().Add(DrainLimit))
 		io.Copy(io.Discard, s) // EOF once idle
-		s.closeNow()
+		s.closeNow(true)
 	})
 	return nil
 }
 
-func (s *Socket) closeNow() error {
+// closeNow closes the socket for real; drained: after draining (Close).
+func (s *Socket) closeNow(drained bool) error {
 	err := s.Conn.Close()
 	close(s.closed)
 	s.mu.Lock()
 	ready := s.ready
 	s.mu.Unlock()
 	if ready {
-		s.gate.connClosed()
+		s.gate.connClosed(drained)
 	}
 	return err
 }
