@@ -55,10 +55,9 @@ type Gate struct {
 	idle     sync.Cond  // on mu: broadcast when inFlight drops to 0
 
 	// A shortage (see shortage.go): live counts the gate's connections
-	// established and open;
-	// limit is what its connections can run at once while the server
-	// refuses more for lack of slots, and 0 otherwise; probe is the next
-	// probe for more, or nil.
+	// established and open; limit is what they can run at once while the
+	// server refuses more for lack of slots, and 0 otherwise; probe is the
+	// next probe for more, or nil.
 	live     int
 	draining int // of live, the connections closed by their driver while their statement runs (Socket.Close)
 	limit    int
@@ -95,6 +94,11 @@ func (g *Gate) Hold() (release func()) {
 func (g *Gate) leave() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.leaveLocked()
+}
+
+// leaveLocked is leave for a caller that holds mu.
+func (g *Gate) leaveLocked() {
 	if g.inFlight--; g.inFlight == 0 {
 		g.idle.Broadcast()
 	}
@@ -119,9 +123,7 @@ func (g *Gate) Close() error {
 	g.closing = true
 	if g.probe != nil && g.probe.Stop() { // due, not started: its inFlight is ours to give back
 		g.probe = nil
-		if g.inFlight--; g.inFlight == 0 {
-			g.idle.Broadcast()
-		}
+		g.leaveLocked()
 	}
 	for g.inFlight > 0 {
 		g.idle.Wait()

@@ -345,19 +345,28 @@ type nopConn struct{ driver.Conn }
 
 func (nopConn) Close() error { return nil }
 
+// shortGate returns a gate in front of a full server, with established
+// connections of its own, and the channel its limit function reports to
+// (enough: 4).
+func shortGate(established int) (*short, *Gate, chan int) {
+	s := &short{}
+	s.full.Store(true)
+	g := NewGate(s)
+	limits := make(chan int, 64)
+	g.OnLimit(4, func(n int) { limits <- n })
+	for range established {
+		g.connEstablished()
+	}
+	return s, g, limits
+}
+
 // TestGateShortage: a refusal for lack of slots while 2 connections work
 // fails that attempt but leaves the gate open, and sets the limit to 2;
 // probes then grow it back (here the probes' connections are not sockets
 // of the gate's, so the limit ends when maxOrphans are kept unadopted);
 // and Close during a shortage lifts the limit.
 func TestGateShortage(t *testing.T) {
-	s := &short{}
-	s.full.Store(true)
-	g := NewGate(s)
-	limits := make(chan int, 64)
-	g.OnLimit(4, func(n int) { limits <- n })
-	g.connEstablished()
-	g.connEstablished()
+	s, g, limits := shortGate(2)
 
 	if _, err := g.Connect(context.Background()); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Connect in a shortage = %v, want ErrUnavailable", err)
@@ -386,12 +395,7 @@ func TestGateShortage(t *testing.T) {
 	g.Close()
 
 	// Close in a shortage lifts the limit.
-	s2 := &short{}
-	s2.full.Store(true)
-	g2 := NewGate(s2)
-	limits2 := make(chan int, 4)
-	g2.OnLimit(4, func(n int) { limits2 <- n })
-	g2.connEstablished()
+	_, g2, limits2 := shortGate(1)
 	g2.Connect(context.Background())
 	if n := <-limits2; n != 1 {
 		t.Fatalf("limit %d, want 1", n)
