@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+
+	"github.com/reqpool/reqpool/internal/sched"
 )
 
 // Class is a priority class of a Pool (Config.Classes). Its requests wait
@@ -47,6 +49,18 @@ func (c Config) classes() []Class {
 		return []Class{{Share: DefaultShare, QueueSize: c.QueueSize}}
 	}
 	return c.Classes
+}
+
+// schedConfig returns the configuration of the pool's scheduler. c has
+// been through withDefaults.
+func (c Config) schedConfig() sched.Config {
+	sc := sched.Config{Workers: c.Workers, PerRequest: c.PerRequest, Panicked: func(v any) error { return newPanicError(v) },
+		Failed: func(i int, err, cause error) error { return &QueryError{Index: i, Err: err, ctx: cause} }}
+	for _, k := range c.classes() {
+		sc.Classes = append(sc.Classes, sched.ClassConfig{Name: k.Name, Share: k.Share, QueueSize: k.QueueSize,
+			MaxFanout: min(c.MaxFanout, c.Workers+k.QueueSize)})
+	}
+	return sc
 }
 
 // classesWithDefaults validates c.Classes and returns a copy with their
@@ -94,15 +108,11 @@ func (c Config) largestQueue() int {
 	return q
 }
 
-// class returns the pool's class named name; "" names the first.
-func (s *sched) class(name string) (*class, error) {
-	if name == "" {
-		return s.classes[0], nil
-	}
-	for _, c := range s.classes {
-		if c.name == name {
-			return c, nil
-		}
+// class returns the pool's class named name ("" names the first), or an
+// error wrapping ErrUnknownClass.
+func (p *Pool) class(name string) (*sched.Class, error) {
+	if c := p.sched.Class(name); c != nil {
+		return c, nil
 	}
 	return nil, fmt.Errorf("%w: %q", ErrUnknownClass, name)
 }
@@ -110,8 +120,12 @@ func (s *sched) class(name string) (*class, error) {
 // route puts h's request in class and flow. An unknown class is kept as
 // h.err, which the handle's Fanout calls return.
 func (h *Handle) route(class, flow string) {
-	h.class, h.err = h.pool.sched.class(class)
-	h.flow = flow
+	c, err := h.pool.class(class)
+	if err != nil {
+		h.err = err
+		return
+	}
+	h.member.Class, h.member.Flow = c, flow
 }
 
 // NewClassContext is NewContext for a request of the class and flow given,
@@ -121,13 +135,13 @@ func (h *Handle) route(class, flow string) {
 // returning a nil context and release, with an error wrapping
 // ErrUnknownClass when the pool has no such class.
 func (p *Pool) NewClassContext(parent context.Context, class, flow string) (ctx context.Context, release func(), err error) {
-	c, err := p.sched.class(class)
+	c, err := p.class(class)
 	if err != nil {
 		return nil, nil, err
 	}
 	ctx, cancel := p.newContext(parent, newRequestID())
 	h, _ := FromContext(ctx)
-	h.class, h.flow = c, flow
+	h.member.Class, h.member.Flow = c, flow
 	return ctx, cancel, nil
 }
 

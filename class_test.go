@@ -117,6 +117,10 @@ func TestNewValidatesClasses(t *testing.T) {
 	p.Shutdown(context.Background())
 }
 
+// twoClasses are an interactive class with three times the share of a
+// batch class.
+var twoClasses = []Class{{Name: "interactive", Share: 3}, {Name: "batch", Share: 1}}
+
 // TestUnknownClass: a class that the pool does not have fails the
 // request's Fanouts, through the server as a plain 500, and fails
 // NewClassContext; nothing runs in another class.

@@ -3,10 +3,11 @@ package reqpool
 import (
 	"context"
 	"math/rand/v2"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/reqpool/reqpool/internal/sched"
 
 	"github.com/reqpool/reqpool/internal/testhook"
 )
@@ -28,42 +29,22 @@ func init() {
 // handle counts in Stats.Requests.
 type Handle struct {
 	pool   *Pool
-	id     string
-	parent context.Context // the request's context: when it ends, the request's queued queries are dropped
-	hdr    [1]string       // the X-Request-ID header's value, set without an allocation of its own
-
+	member sched.Member  // the request in the pool's scheduler: its id, context (the request's), class and flow
+	hdr    [1]string     // the X-Request-ID header's value, set without an allocation of its own
 	timing *serverTiming // sums for the Server-Timing header; nil unless Config.ServerTiming
-
-	// Where the request is scheduled, set before its first Fanout: its
-	// class (nil if Classify named an unknown one, and then err says so)
-	// and its flow there.
-	class *class
-	flow  string
-	err   error
-
-	state atomic.Int32 // fresh, registered or released; see enter and release
-	stop  func() bool  // unregisters the AfterFunc on parent; set by enter, called by release
-	req   *request     // the handle's place in the scheduler, made by enter; guarded by pool.sched.mu
+	err    error         // set before the first Fanout when Classify named an unknown class: every Fanout returns it
 }
-
-// The states of a Handle. fresh → registered on the first Fanout, and
-// fresh or registered → released when the request ends.
-const (
-	fresh int32 = iota
-	registered
-	released
-)
 
 // ID returns the request id: Config.RequestID's answer, or the X-Request-ID
 // header's value when it was a sane token, or a new UUIDv7; for NewContext,
 // a new UUIDv7; for Detach, the request's.
-func (h *Handle) ID() string { return h.id }
+func (h *Handle) ID() string { return h.member.ID }
 
 // RequestID returns the request id of the handle in ctx (see Handle.ID), or
 // "" when ctx carries none.
 func RequestID(ctx context.Context) string {
 	if h, ok := FromContext(ctx); ok {
-		return h.id
+		return h.member.ID
 	}
 	return ""
 }
@@ -95,7 +76,8 @@ func FromContext(ctx context.Context) (*Handle, bool) {
 // newHandle returns a context derived from parent that carries a fresh
 // handle onto p with the given id.
 func (p *Pool) newHandle(parent context.Context, id string) (context.Context, *Handle) {
-	c := &handleContext{Context: parent, h: Handle{pool: p, id: id, parent: parent, hdr: [1]string{id}, class: p.sched.classes[0]}}
+	c := &handleContext{Context: parent, h: Handle{pool: p, hdr: [1]string{id}}}
+	c.h.member = sched.Member{ID: id, Parent: parent, Class: p.sched.Class("")}
 	return c, &c.h
 }
 
@@ -131,7 +113,7 @@ func (p *Pool) NewContext(parent context.Context) (ctx context.Context, release 
 // context.WithoutCancel(ctx), on which Fanout fails with ErrNoHandle, and a
 // release that does nothing.
 func Detach(ctx context.Context) (detached context.Context, release func()) {
-	base := detachedContext{context.WithoutCancel(ctx)}
+	base := sched.Detached(context.WithoutCancel(ctx))
 	h, ok := FromContext(ctx)
 	if !ok {
 		return base, func() {}
@@ -139,26 +121,13 @@ func Detach(ctx context.Context) (detached context.Context, release func()) {
 	p := h.pool
 	cctx, cancel := context.WithCancelCause(base)
 	stop := context.AfterFunc(p.closing, func() { cancel(errShutdown) })
-	dctx, d := p.newHandle(cctx, h.id)
-	d.class, d.flow, d.err = h.class, h.flow, h.err
+	dctx, d := p.newHandle(cctx, h.member.ID)
+	d.member.Class, d.member.Flow, d.err = h.member.Class, h.member.Flow, h.err
 	return dctx, func() {
 		stop()
 		cancel(context.Canceled)
 		d.release()
 	}
-}
-
-// detachedContext is ctx without the group of the query it may come from: a
-// Fanout made on it is not nested, and so borrows no slot of a query that
-// may long have returned.
-type detachedContext struct{ context.Context }
-
-// Value implements context.Context.
-func (c detachedContext) Value(key any) any {
-	if _, ok := key.(groupKey); ok {
-		return nil
-	}
-	return c.Context.Value(key)
 }
 
 // newContext is NewContext with the request id given.
@@ -190,55 +159,8 @@ func newRequestID() string {
 	return u.String()
 }
 
-// enter registers h's request with its pool's scheduler, on its first
-// Fanout, or returns errReleased once h is released. Callers hold the
-// scheduler's mu.
-func (h *Handle) enter() error {
-	s := h.pool.sched
-	if h.state.Load() == registered {
-		return nil
-	}
-	if !h.state.CompareAndSwap(fresh, registered) {
-		return errReleased
-	}
-	h.req = s.register(h.id, h.class, h.flow)
-	// Dropping queued work is the one reaction to the request's end that
-	// must not wait for a Fanout caller to wake up (it may be busy running a
-	// query), so it is registered here, once per handle.
-	h.stop = context.AfterFunc(h.parent, func() {
-		s.mu.Lock()
-		s.cancelRequest(h.req, context.Cause(h.parent))
-		s.mu.Unlock()
-	})
-	return nil
-}
-
 // release ends h's request: later Fanouts fail with ErrHandleReleased, its
 // queued queries are dropped, its executing ones see their context
 // cancelled, and release returns once none of them executes in a slot of its
-// own. A handle that never fanned out is released without touching
-// anything shared.
-func (h *Handle) release() {
-	if h.state.CompareAndSwap(fresh, released) {
-		return
-	}
-	s := h.pool.sched
-	s.mu.Lock()
-	if !h.state.CompareAndSwap(registered, released) {
-		s.mu.Unlock()
-		return
-	}
-	h.stop()
-	r := h.req
-	s.cancelRequest(r, context.Canceled)
-	s.unregister(r)
-	var drained chan struct{}
-	if r.running > 0 {
-		r.drained = make(chan struct{})
-		drained = r.drained
-	}
-	s.mu.Unlock()
-	if drained != nil {
-		<-drained
-	}
-}
+// own (see sched.Sched.Release).
+func (h *Handle) release() { h.pool.sched.Release(&h.member) }

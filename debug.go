@@ -290,13 +290,13 @@ func (h *debugHandler) view() debugView {
 			v.Classes[i] = debugClass{ClassStats: v.Stats.Classes[i], Share: c.Share, QueueSize: c.QueueSize}
 		}
 	}
-	live := p.sched.liveRequests()
+	live := p.sched.LiveRequests()
 	now := time.Now() // after the snapshot: no age is negative
 	v.Time = now
 	v.Requests = make([]debugRequest, len(live))
 	for i, r := range live {
-		v.Requests[i] = debugRequest{ID: r.id, Class: r.class.name, Flow: r.flow, Age: seconds(now.Sub(r.since)),
-			Queued: r.queued, Running: r.running, Place: r.place}
+		v.Requests[i] = debugRequest{ID: r.ID, Class: r.Class, Flow: r.Flow, Age: seconds(now.Sub(r.Since)),
+			Queued: r.Queued, Running: r.Running, Place: r.Place}
 	}
 	waits, runs, since := h.window.read()
 	v.Window = debugWindow{Queries: len(waits), Since: since}

@@ -10,6 +10,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/reqpool/reqpool/internal/sched"
 )
 
 // Sentinel errors. Fanout and New wrap them with detail; test with errors.Is.
@@ -132,13 +134,6 @@ func transient(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, driver.ErrBadConn)
 }
 
-// panicked reports whether err, what a query returned, says that it
-// panicked or called runtime.Goexit.
-func panicked(err error) bool {
-	_, ok := err.(*PanicError)
-	return ok || err == errGoexit
-}
-
 // PanicError is what a query that panicked returns instead: the process keeps
 // running and Fanout reports it like any other failure, wrapped in a
 // *QueryError. Its Error is one line, for a log line: the panic's value and
@@ -200,26 +195,27 @@ var errReleased = fmt.Errorf("%w: %w", ErrHandleReleased, context.Canceled)
 // live when its context ends. It matches both ErrClosed and context.Canceled.
 var errShutdown = fmt.Errorf("%w: %w", ErrClosed, context.Canceled)
 
-// errGoexit stands in for the result of a query that called runtime.Goexit
-// (t.FailNow in a test, for instance): it never returned, yet its slot must
-// be freed and its Fanout must end.
-var errGoexit = errors.New("reqpool: query called runtime.Goexit")
-
 // queueFullError is the ErrQueueFull of one refused Fanout, with what the
-// scheduler saw. The scheduler makes it under its lock; Error formats it
+// scheduler saw. The scheduler reports it under its lock; Error formats it
 // when the caller asks, outside.
-type queueFullError struct {
-	queries, queued, queueSize, free int
-	class                            string // "" without Config.Classes
-}
+type queueFullError struct{ sched.Refusal }
 
 func (e *queueFullError) Error() string {
 	in := ""
-	if e.class != "" {
-		in = fmt.Sprintf(" in class %q", e.class)
+	if e.Class != "" {
+		in = fmt.Sprintf(" in class %q", e.Class)
 	}
 	return fmt.Sprintf("%v: %d queries do not fit%s (%d queued, QueueSize %d, %d free workers)",
-		ErrQueueFull, e.queries, in, e.queued, e.queueSize, e.free)
+		ErrQueueFull, e.Queries, in, e.Queued, e.QueueSize, e.Free)
 }
 
 func (e *queueFullError) Unwrap() error { return ErrQueueFull }
+
+// tooManyError is the ErrTooManyQueries of a Fanout of n queries in class
+// c, which can never be admitted.
+func (p *Pool) tooManyError(c *sched.Class, n int) error {
+	if c.MaxFanout() < p.cfg.MaxFanout {
+		return fmt.Errorf("%w: %d queries, class %q fits %d (Workers %d + its QueueSize %d)", ErrTooManyQueries, n, c.Name(), c.MaxFanout(), p.cfg.Workers, c.QueueSize())
+	}
+	return fmt.Errorf("%w: %d queries, MaxFanout is %d", ErrTooManyQueries, n, p.cfg.MaxFanout)
+}

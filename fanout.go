@@ -2,9 +2,9 @@ package reqpool
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log"
+
+	"github.com/reqpool/reqpool/internal/sched"
 )
 
 // Fanout runs queries in parallel on the pool of the handle in ctx, and waits
@@ -46,10 +46,12 @@ func Fanout(ctx context.Context, queries ...Query) error {
 	if !ok {
 		return ErrNoHandle
 	}
-	return h.pool.fanout(ctx, h, queries)
+	return h.pool.runFanout(ctx, h, queries)
 }
 
-func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
+// runFanout is Fanout on h, ctx's handle: checked, admitted or refused by
+// the scheduler as a whole, then run and waited for.
+func (p *Pool) runFanout(ctx context.Context, h *Handle, queries []Query) error {
 	if h.err != nil {
 		return h.err // Classify named an unknown class
 	}
@@ -60,25 +62,27 @@ func (p *Pool) fanout(ctx context.Context, h *Handle, queries []Query) error {
 	if err := p.check(ctx, h, obs, queries); err != nil {
 		return err
 	}
-	s := p.sched
-	g := s.newGroup(ctx, h, obs, queries)
-	defer g.cancel(nil)
-	first, kind, err := s.join(g, h)
-	if err != nil {
-		if obs != nil && (err == ErrClosed || errors.Is(err, ErrQueueFull)) {
-			reason := RefusedQueueFull
-			if err == ErrClosed {
-				reason = RefusedClosed
-			}
-			recordRefusal(ctx, obs, h.refusal(len(queries), reason))
-		}
-		return err
+	c := &fanoutCall{h: h, queries: queries, obs: obs}
+	p.sched.Init(&c.Group, ctx, c, len(queries), obs != nil)
+	ref, ok := p.sched.Admit(&c.Group, &h.member)
+	if ok {
+		return p.sched.Await(&c.Group)
 	}
-	if first >= 0 {
-		s.run(kind, g, first, g.parent)
-	}
-	return s.wait(g)
+	return refuse(ctx, h, obs, len(queries), ref)
 }
+
+// fanoutCall is one Fanout: its group in the scheduler, which is also its
+// queries' context, and what the scheduler runs and tells of each query's
+// end (sched.Work; Ended is in observe.go).
+type fanoutCall struct {
+	sched.Group
+	h       *Handle
+	queries []Query
+	obs     []Observer // the Fanout's observers (observersOf); nil when there are none
+}
+
+// Run implements sched.Work.
+func (c *fanoutCall) Run(ctx context.Context, i int) error { return c.queries[i].run(ctx) }
 
 // observersOf returns the observers of a Fanout of h: the pool's, and h's
 // Server-Timing recorder; nil if there are none.
@@ -96,22 +100,37 @@ func (p *Pool) observersOf(h *Handle) []Observer {
 // check returns why a Fanout of queries on h must fail before it is
 // admitted: too many queries for h's class, an invalid query, or ctx done.
 func (p *Pool) check(ctx context.Context, h *Handle, obs []Observer, queries []Query) error {
-	if c, n := h.class, len(queries); n > c.maxFanout {
-		c.tooMany.Add(1)
+	c, n := h.member.Class, len(queries)
+	if tooMany, first := c.TooMany(n); tooMany {
 		recordRefusal(ctx, obs, h.refusal(n, RefusedTooMany))
-		err := fmt.Errorf("%w: %d queries, MaxFanout is %d", ErrTooManyQueries, n, p.cfg.MaxFanout)
-		if c.maxFanout < p.cfg.MaxFanout {
-			err = fmt.Errorf("%w: %d queries, class %q fits %d (Workers %d + its QueueSize %d)", ErrTooManyQueries, n, c.name, c.maxFanout, p.cfg.Workers, c.queueSize)
-		}
-		// It can never run, however idle the pool: a configuration to fix,
-		// said once in the log, where the operator looks.
-		c.tooManyLogged.Do(func() {
+		err := p.tooManyError(c, n)
+		if first {
+			// It can never run, however idle the pool: a configuration to
+			// fix, said once a class in the log, where the operator looks.
 			log.Printf("%v: such a Fanout can never run; raise MaxFanout, or Workers or QueueSize, to at least %d", err, n)
-		})
+		}
 		return err
 	}
 	if err := checkQueries(queries); err != nil {
 		return err
 	}
 	return ctx.Err()
+}
+
+// refuse returns the error of a Fanout of n queries on h that the
+// scheduler refused (ref), and tells obs of it: the error is built here,
+// outside the scheduler's lock.
+func refuse(ctx context.Context, h *Handle, obs []Observer, n int, ref sched.Refusal) error {
+	var err error
+	reason := RefusedQueueFull
+	switch ref.Reason {
+	case sched.RefusedReleased:
+		return errReleased // the handle's request is over: not a refusal of load
+	case sched.RefusedClosed:
+		err, reason = ErrClosed, RefusedClosed
+	default:
+		err = &queueFullError{ref}
+	}
+	recordRefusal(ctx, obs, h.refusal(n, reason))
+	return err
 }

@@ -80,7 +80,5 @@ func repeat(n int, q Query) []Query {
 
 // closedForTest reports whether Shutdown has closed p.
 func (p *Pool) closedForTest() bool {
-	p.sched.mu.Lock()
-	defer p.sched.mu.Unlock()
-	return p.sched.closed
+	return p.sched.Closed()
 }

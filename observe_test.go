@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/reqpool/reqpool/internal/sched"
 )
 
 // recorder is an Observer that keeps what it is told.
@@ -244,5 +246,21 @@ func TestObserverPanicContained(t *testing.T) {
 	logMu.Unlock()
 	if n := strings.Count(out, "reqpool: Observer *reqpool.panicky panicked"); n != 1 || !strings.Contains(out, "observer bug") {
 		t.Errorf("log, with %d reports of the panic, want 1:\n%s", n, out)
+	}
+}
+
+// TestOutcomeValues: Ended converts the scheduler's outcomes to Outcome
+// by value, so the two lists must stay in step.
+func TestOutcomeValues(t *testing.T) {
+	for _, c := range []struct {
+		s sched.Outcome
+		o Outcome
+	}{
+		{sched.OutcomeOK, OutcomeOK}, {sched.OutcomeError, OutcomeError}, {sched.OutcomePanic, OutcomePanic},
+		{sched.OutcomeDropped, OutcomeDropped}, {sched.OutcomeCancelled, OutcomeCancelled},
+	} {
+		if Outcome(c.s) != c.o {
+			t.Errorf("sched outcome %d converts to %v, want %v", c.s, Outcome(c.s), c.o)
+		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/reqpool/reqpool/internal/sched"
 )
 
 // Defaults used for the zero values of Config's fields.
@@ -244,7 +246,8 @@ func (c Config) withDefaults() (Config, error) {
 // flow with work waits forever while queries end. What a class or flow is
 // not promised is more than its share while the others' queries run long.
 //
-// The scheduler's invariants are stated beside its fields, in sched.go.
+// The scheduler's invariants are stated beside its fields, in package
+// internal/sched.
 //
 // There are no long-lived worker goroutines. A Fanout caller that finds a
 // free slot runs its own queries (it would block anyway, and this saves a
@@ -253,7 +256,7 @@ func (c Config) withDefaults() (Config, error) {
 // nothing to run gives its slot back and, if it was a helper, exits.
 type Pool struct {
 	cfg       Config                       // normalised by withDefaults; read-only after New
-	sched     *sched                       // the scheduler, with the mutex that guards its state
+	sched     *sched.Sched                 // the scheduler, with the mutex that guards its state
 	observers atomic.Pointer[[]Observer]   // attached by Observe; nil when none; replaced, never changed in place
 	debug     atomic.Pointer[debugHandler] // made by the first DebugHandler call, which attaches its Observer; see debug.go
 
@@ -269,7 +272,7 @@ func New(cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{cfg: cfg, sched: newSched(cfg)}
+	p := &Pool{cfg: cfg, sched: sched.New(cfg.schedConfig())}
 	p.closing, p.shuttingDown = context.WithCancel(context.Background())
 	return p, nil
 }
@@ -321,26 +324,23 @@ type Stats struct {
 
 // Stats returns a snapshot of the pool's gauges and counters.
 func (p *Pool) Stats() Stats {
-	s := p.sched
-	st := Stats{Workers: p.cfg.Workers, Classes: make([]ClassStats, len(s.classes))}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st.Running = s.executing
-	st.Queued = s.queued
-	if st.Limit = s.limit(); st.Limit < st.Workers {
+	ss := p.sched.Stats()
+	st := Stats{Workers: p.cfg.Workers, Running: ss.Running, Queued: ss.Queued, Requests: ss.Requests, Limit: ss.Limit,
+		Classes: make([]ClassStats, len(ss.Classes))}
+	if st.Limit < st.Workers {
 		st.LimitReason = LimitConnections
 	}
-	st.Requests = len(s.requests)
-	for i, c := range s.classes {
-		n := c.counts
-		st.Classes[i] = ClassStats{Name: c.name, Running: c.running, Queued: c.queued, Flows: len(c.named),
-			Submitted: n.submitted, Completed: n.completed, Failed: n.failed, Cancelled: n.cancelled, Dropped: n.dropped, Rejected: n.rejected + c.tooMany.Load()}
-		st.Submitted += n.submitted
-		st.Completed += n.completed
-		st.Failed += n.failed
-		st.Cancelled += n.cancelled
-		st.Dropped += n.dropped
-		st.Rejected += st.Classes[i].Rejected
+	classes := p.cfg.classes()
+	for i, c := range ss.Classes {
+		n := c.Counts
+		st.Classes[i] = ClassStats{Name: classes[i].Name, Running: c.Running, Queued: c.Queued, Flows: c.Flows,
+			Submitted: n.Submitted, Completed: n.Completed, Failed: n.Failed, Cancelled: n.Cancelled, Dropped: n.Dropped, Rejected: n.Rejected}
+		st.Submitted += n.Submitted
+		st.Completed += n.Completed
+		st.Failed += n.Failed
+		st.Cancelled += n.Cancelled
+		st.Dropped += n.Dropped
+		st.Rejected += n.Rejected
 	}
 	return st
 }
@@ -371,27 +371,13 @@ func (p *Pool) Stats() Stats {
 // Shutdown ends the contexts of Detach when it returns: work detached from
 // a request, like a request, has until the pool is idle or ctx ends.
 func (p *Pool) Shutdown(ctx context.Context) error {
-	s := p.sched
-	s.mu.Lock()
-	s.closed = true
-	if s.idle == nil {
-		s.idle = make(chan struct{})
-		s.signalIdle()
-	}
-	idle := s.idle
-	s.mu.Unlock()
-
 	select {
-	case <-idle:
+	case <-p.sched.Close():
 		p.shuttingDown() // Detach's contexts: the pool is closed to them
 		return nil
 	case <-ctx.Done():
 	}
 	p.shuttingDown()
-	s.mu.Lock()
-	for r := range s.requests {
-		s.cancelRequest(r, errShutdown)
-	}
-	s.mu.Unlock()
+	p.sched.CancelAll(errShutdown)
 	return ctx.Err()
 }

@@ -604,3 +604,58 @@ func TestStatsCancelledVersusFailed(t *testing.T) {
 		t.Errorf("Stats %+v, class %+v; want Completed 3 of which Failed 1 and Cancelled 2, and Dropped 1", s, s.Classes[0])
 	}
 }
+
+// TestConnLimitDrop: when a database's connection limit drops below the
+// queries running, no slot takes another query until they are fewer than
+// the limit; the smallest limit of two databases holds; and clearing the
+// limits runs Workers at once again. Counted, not timed.
+func TestConnLimitDrop(t *testing.T) {
+	p := newPool(t, Config{Workers: 4})
+	var running, most atomic.Int64
+	release := make(chan struct{})
+	started := make(chan struct{}, 64)
+	q := Func(func(context.Context) error {
+		if n := running.Add(1); n > most.Load() {
+			most.Store(n)
+		}
+		started <- struct{}{}
+		<-release
+		running.Add(-1)
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() { done <- Fanout(handleCtx(t, p), repeat(16, q)...) }()
+	for range 4 {
+		<-started
+	}
+	a, b := new(int), new(int) // two databases
+	p.sched.SetConnLimit(a, 3)
+	p.sched.SetConnLimit(b, 2)
+	if st := p.Stats(); st.Limit != 2 || st.LimitReason != LimitConnections {
+		t.Fatalf("Stats: Limit %d, reason %q; want 2, %q", st.Limit, st.LimitReason, LimitConnections)
+	}
+	most.Store(running.Load())
+	// Let the 4 running end one at a time: none starts until 2 remain.
+	for range 2 {
+		release <- struct{}{}
+	}
+	for range 2 { // two more may start now, one for each that ends
+		release <- struct{}{}
+		<-started
+	}
+	if n := running.Load(); n > 2 {
+		t.Errorf("%d queries running under a limit of 2", n)
+	}
+	p.sched.SetConnLimit(b, 0) // b recovered: a's 3 holds
+	if st := p.Stats(); st.Limit != 3 {
+		t.Errorf("Stats.Limit %d with one database at 3, want 3", st.Limit)
+	}
+	p.sched.SetConnLimit(a, 0)
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); st.Limit != 4 || st.LimitReason != "" {
+		t.Errorf("after the shortage: Limit %d, reason %q", st.Limit, st.LimitReason)
+	}
+}

@@ -135,7 +135,7 @@ func SizeDB(db *sql.DB, p *Pool) {
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)
 	if g := pgwire.Of(db); g != nil {
-		g.OnLimit(p.cfg.Workers, func(n int) { p.sched.setConnLimit(g, n) })
+		g.OnLimit(p.cfg.Workers, func(n int) { p.sched.SetConnLimit(g, n) })
 	}
 }
 

@@ -22,7 +22,7 @@ func TagSQL(ctx context.Context, query string) string {
 	if !ok || h.pool.cfg.DisableSQLComment {
 		return query
 	}
-	return appendComment(query, "request_id", h.id)
+	return appendComment(query, "request_id", h.member.ID)
 }
 
 func appendComment(query, key, value string) string {

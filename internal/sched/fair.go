@@ -1,8 +1,7 @@
-package reqpool
+package sched
 
 import (
 	"cmp"
-	"sync"
 	"sync/atomic"
 )
 
@@ -18,39 +17,65 @@ import (
 // Ties at the first two steps go to the class or flow that has waited
 // longest for its turn (turn), so that equals take turns.
 
-// class is one priority class (Config.Classes) in the scheduler. Its flows
+// Class is one priority class (ClassConfig) in the scheduler. Its flows
 // and requests belong to it for their whole life.
-type class struct {
-	// Set by newSched and never changed.
-	name      string // Class.Name; "" for the one class of a pool without Classes
-	share     int    // Class.Share, after defaults
-	queueSize int    // Class.QueueSize, after defaults
-	maxFanout int    // Config.MaxFanout, or Workers+queueSize if smaller: the most queries a Fanout may have
+type Class struct {
+	// Set by New and never changed.
+	name      string // ClassConfig.Name
+	share     int    // ClassConfig.Share
+	queueSize int    // ClassConfig.QueueSize
+	maxFanout int    // ClassConfig.MaxFanout
 	anon      *flow  // the flow of its requests that were given none
 
-	// Fanouts of its requests refused with ErrTooManyQueries, which Fanout
-	// counts without taking sched.mu; Stats adds them to counts.rejected.
-	// The first is logged, once (tooManyLogged).
-	tooMany       atomic.Uint64
-	tooManyLogged sync.Once
+	// Fanouts of its requests refused as too many (TooMany), counted
+	// without taking Sched.mu; Stats adds them to counts.Rejected.
+	tooMany atomic.Uint64
 
-	// Guarded by sched.mu.
+	// Guarded by Sched.mu.
 	queued  int              // admitted queries of its requests not yet started
 	running int              // its queries executing in slots of their own
-	turn    uint64           // sched.turn when it last started a query
+	turn    uint64           // Sched.turn when it last started a query
 	ready   prioQueue[*flow] // its flows with a ready request, by (running, turn)
 	named   map[string]*flow // its named flows that have a registered request or an executing query
-	counts  counters
+	counts  Counts
 }
 
-// counters are a class's cumulative counters; Stats sums them.
-type counters struct {
-	submitted, completed, failed, cancelled, dropped, rejected uint64
+// Name returns the class's name.
+func (c *Class) Name() string { return c.name }
+
+// MaxFanout returns the most queries one of its Fanouts may have.
+func (c *Class) MaxFanout() int { return c.maxFanout }
+
+// QueueSize returns the most of its queries that wait at once.
+func (c *Class) QueueSize() int { return c.queueSize }
+
+// TooMany reports whether a Fanout of n queries can never be admitted in
+// c, however idle the pool, counting it as rejected if so; first says
+// whether it is the class's first such Fanout. It takes no lock.
+func (c *Class) TooMany(n int) (tooMany, first bool) {
+	if n <= c.maxFanout {
+		return false, false
+	}
+	return true, c.tooMany.Add(1) == 1
+}
+
+// Class returns the class named name, "" naming the first, or nil if
+// there is none.
+func (s *Sched) Class(name string) *Class {
+	if name == "" {
+		return s.classes[0]
+	}
+	for _, c := range s.classes {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
 }
 
 // before reports whether c is further below its share than d: c.running/c.share
 // < d.running/d.share, or equal and c's turn came longer ago.
-func (c *class) before(d *class) bool {
+func (c *Class) before(d *Class) bool {
 	// Cross-multiplied: running <= Workers < 2^31 and share <= maxShare < 2^20.
 	if x, y := int64(c.running)*int64(d.share), int64(d.running)*int64(c.share); x != y {
 		return x < y
@@ -63,13 +88,13 @@ func (c *class) before(d *class) bool {
 // all its requests that were named none.
 type flow struct {
 	// Set when made and never changed.
-	class *class
+	class *Class
 	name  string // "" for the class's anon flow
 
-	// Guarded by sched.mu.
+	// Guarded by Sched.mu.
 	running   int                 // its queries executing in slots of their own
 	completed uint64              // its queries that completed: the clock of its requests' keys
-	turn      uint64              // sched.turn when it last started a query or became ready
+	turn      uint64              // Sched.turn when it last started a query or became ready
 	ready     prioQueue[*request] // its ready requests, by (key, seq)
 	index     int                 // position in class.ready, or -1
 	refs      int                 // registered requests not yet released
@@ -82,7 +107,7 @@ func (f *flow) before(g *flow) bool {
 }
 
 // compareFlows orders two flows of a class by their running counts, then their
-// turns: the scheduler's order, which Pool.DebugHandler's listing follows.
+// turns: the scheduler's order, which LiveRequests follows.
 func compareFlows(runningA int, turnA uint64, runningB int, turnB uint64) int {
 	if c := cmp.Compare(runningA, runningB); c != 0 {
 		return c
@@ -101,8 +126,8 @@ func (r *request) heapIndex() *int { return &r.index }
 
 // pick returns the class whose query starts next, or nil when no request
 // is ready. Callers hold mu.
-func (s *sched) pick() *class {
-	var best *class
+func (s *Sched) pick() *Class {
+	var best *Class
 	for _, c := range s.classes {
 		if c.ready.Len() > 0 && (best == nil || c.before(best)) {
 			best = c
@@ -113,7 +138,7 @@ func (s *sched) pick() *class {
 
 // head returns the request whose query starts next, or nil when none is
 // ready. Callers hold mu.
-func (s *sched) head() *request {
+func (s *Sched) head() *request {
 	if c := s.pick(); c != nil {
 		return c.ready[0].ready[0]
 	}
@@ -122,7 +147,7 @@ func (s *sched) head() *request {
 
 // flowFor returns c's flow named name, made if needed, with one more
 // reference. Callers hold mu.
-func (c *class) flowFor(name string) *flow {
+func (c *Class) flowFor(name string) *flow {
 	f := c.anon
 	if name != "" {
 		if f = c.named[name]; f == nil {
@@ -138,7 +163,7 @@ func (c *class) flowFor(name string) *flow {
 // its queries executes: a flow is state for as long as it has work, so
 // naming flows by something unbounded (a user id) costs nothing after.
 // Callers hold mu.
-func (c *class) retire(f *flow) {
+func (c *Class) retire(f *flow) {
 	// A query of a retired flow can still end (one that a query's own
 	// goroutine fanned out in its parent's lent slot may outlive its
 	// request): the name may belong to a newer flow by then.
@@ -244,4 +269,13 @@ func (q prioQueue[T]) down(i int) bool {
 		i = c
 	}
 	return i > start
+}
+
+// compareReady orders two ready requests of a flow by key, then seq: the
+// scheduler's order, which LiveRequests' places follow too.
+func compareReady(keyA, seqA, keyB, seqB uint64) int {
+	if c := cmp.Compare(keyA, keyB); c != 0 {
+		return c
+	}
+	return cmp.Compare(seqA, seqB)
 }

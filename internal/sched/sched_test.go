@@ -1,44 +1,73 @@
-package reqpool
+package sched
 
 import (
+	"cmp"
 	"context"
-	"errors"
+	"fmt"
 	"slices"
-	"sync/atomic"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // These tests drive the scheduler by hand, with no goroutine, HTTP or clock:
 // admit groups, pop queries as a slot holder would, finish them, and check
 // the order and the counts.
 
-// testSched returns a scheduler for cfg (defaults filled in).
-func testSched(t *testing.T, cfg Config) *sched {
+// testSched returns a scheduler for cfg, with reqpool's defaults for what
+// it leaves zero: one class; a class's Share 1 and QueueSize 1024.
+func testSched(t *testing.T, cfg Config) *Sched {
 	t.Helper()
-	cfg, err := cfg.withDefaults()
-	if err != nil {
-		t.Fatal(err)
+	if len(cfg.Classes) == 0 {
+		cfg.Classes = []ClassConfig{{}}
 	}
-	return newSched(cfg)
+	cfg.Classes = slices.Clone(cfg.Classes)
+	for i := range cfg.Classes {
+		c := &cfg.Classes[i]
+		c.Share = cmp.Or(c.Share, 1)
+		c.QueueSize = cmp.Or(c.QueueSize, 1024)
+		c.MaxFanout = cfg.Workers + c.QueueSize
+	}
+	cfg.Panicked = func(v any) error { return fmt.Errorf("panic: %v", v) }
+	cfg.Failed = func(i int, err, cause error) error { return fmt.Errorf("query %d: %w", i, err) }
+	return New(cfg)
 }
 
+// noWork is the Work of the groups these tests admit: queries that do
+// nothing, and nobody told.
+type noWork struct{}
+
+func (noWork) Run(context.Context, int) error { return nil }
+func (noWork) Ended(int, Event)               {}
+
 // reg registers a flowless request of the first class.
-func (s *sched) reg(id string) *request { return s.register(id, s.classes[0], "") }
+func (s *Sched) reg(id string) *request { return s.register(id, s.classes[0], "") }
+
+// newGroup returns an unadmitted group of n no-op queries for r, cancelled
+// when the test ends.
+func (s *Sched) newGroup(t *testing.T, r *request, n int) *Group {
+	g := new(Group)
+	s.Init(g, context.Background(), noWork{}, n, false)
+	g.req = r
+	t.Cleanup(func() { g.cancel(nil) })
+	return g
+}
 
 // admitN admits a group of n no-op queries for r and returns it.
-func (s *sched) admitN(t *testing.T, r *request, n int) *group {
+func (s *Sched) admitN(t *testing.T, r *request, n int) *Group {
 	t.Helper()
-	g := &group{sched: s, req: r, queries: repeat(n, Func(noop))}
-	g.Context, g.cancel = context.WithCancelCause(context.Background())
-	t.Cleanup(func() { g.cancel(nil) })
-	if err := s.admit(g, false); err != nil {
-		t.Fatalf("admit %d: %v", n, err)
+	g := s.newGroup(t, r, n)
+	if ref, ok := s.fit(g, false); !ok {
+		t.Fatalf("admit %d: %+v", n, ref)
 	}
+	s.enqueue(g)
 	return g
 }
 
 // next pops the next query as a slot holder would, or returns nil.
-func (s *sched) next() *group {
+func (s *Sched) next() *Group {
 	s.slots++
 	g, _ := s.pop()
 	if g == nil {
@@ -48,14 +77,14 @@ func (s *sched) next() *group {
 }
 
 // done finishes one query of g and gives its slot back.
-func (s *sched) done(g *group) {
-	s.finish(g, 0, nil, true, false)
+func (s *Sched) done(g *Group) {
+	s.finish(g, 0, nil, true, OutcomeOK)
 	s.slots--
 }
 
 // order pops and finishes queries one at a time until none is left and
 // returns, for each, which of reqs it belonged to.
-func (s *sched) order(reqs ...*request) []int {
+func (s *Sched) order(reqs ...*request) []int {
 	var out []int
 	for g := s.next(); g != nil; g = s.next() {
 		for i, r := range reqs {
@@ -141,74 +170,18 @@ func TestSchedDropsCancelled(t *testing.T) {
 	if got := s.order(a, b); !slices.Equal(got, []int{1, 1, 1}) {
 		t.Errorf("order %v: the cancelled group's queries must never start", got)
 	}
-	if s.classes[0].counts.dropped != 2 || s.queued != 0 || ga.pending != 0 || !ga.dropped {
-		t.Errorf("dropped %d, queued %d, pending %d: want 2, 0, 0", s.classes[0].counts.dropped, s.queued, ga.pending)
+	if s.classes[0].counts.Dropped != 2 || s.queued != 0 || ga.pending != 0 || !ga.dropped {
+		t.Errorf("dropped %d, queued %d, pending %d: want 2, 0, 0", s.classes[0].counts.Dropped, s.queued, ga.pending)
 	}
 }
 
 func TestSchedQueueFull(t *testing.T) {
-	s := testSched(t, Config{Workers: 2, QueueSize: 3})
+	s := testSched(t, Config{Workers: 2, Classes: []ClassConfig{{QueueSize: 3}}})
 	r := s.reg("")
 	s.admitN(t, r, 5) // 2 free slots + 3 queue places
-	g := &group{sched: s, req: r, queries: repeat(1, Func(noop))}
-	g.Context, g.cancel = context.WithCancelCause(context.Background())
-	defer g.cancel(nil)
-	if err := s.admit(g, false); !errors.Is(err, ErrQueueFull) || s.classes[0].counts.rejected != 1 || s.queued != 5 {
-		t.Errorf("admit into a full queue: %v, rejected %d, queued %d", err, s.classes[0].counts.rejected, s.queued)
-	}
-}
-
-// TestConnLimitDrop: when a database's connection limit drops below the
-// queries running, no slot takes another query until they are fewer than
-// the limit; the smallest limit of two databases holds; and clearing the
-// limits runs Workers at once again. Counted, not timed.
-func TestConnLimitDrop(t *testing.T) {
-	p := newPool(t, Config{Workers: 4})
-	var running, most atomic.Int64
-	release := make(chan struct{})
-	started := make(chan struct{}, 64)
-	q := Func(func(context.Context) error {
-		if n := running.Add(1); n > most.Load() {
-			most.Store(n)
-		}
-		started <- struct{}{}
-		<-release
-		running.Add(-1)
-		return nil
-	})
-	done := make(chan error, 1)
-	go func() { done <- Fanout(handleCtx(t, p), repeat(16, q)...) }()
-	for range 4 {
-		<-started
-	}
-	a, b := new(int), new(int) // two databases
-	p.sched.setConnLimit(a, 3)
-	p.sched.setConnLimit(b, 2)
-	if st := p.Stats(); st.Limit != 2 || st.LimitReason != LimitConnections {
-		t.Fatalf("Stats: Limit %d, reason %q; want 2, %q", st.Limit, st.LimitReason, LimitConnections)
-	}
-	most.Store(running.Load())
-	// Let the 4 running end one at a time: none starts until 2 remain.
-	for range 2 {
-		release <- struct{}{}
-	}
-	for range 2 { // two more may start now, one for each that ends
-		release <- struct{}{}
-		<-started
-	}
-	if n := running.Load(); n > 2 {
-		t.Errorf("%d queries running under a limit of 2", n)
-	}
-	p.sched.setConnLimit(b, 0) // b recovered: a's 3 holds
-	if st := p.Stats(); st.Limit != 3 {
-		t.Errorf("Stats.Limit %d with one database at 3, want 3", st.Limit)
-	}
-	p.sched.setConnLimit(a, 0)
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if st := p.Stats(); st.Limit != 4 || st.LimitReason != "" {
-		t.Errorf("after the shortage: Limit %d, reason %q", st.Limit, st.LimitReason)
+	ref, ok := s.fit(s.newGroup(t, r, 1), false)
+	want := Refusal{Reason: RefusedQueueFull, Queries: 1, Queued: 5, QueueSize: 3, Free: 2}
+	if ok || ref != want || s.classes[0].counts.Rejected != 1 || s.queued != 5 {
+		t.Errorf("admit into a full queue: %+v, %v, rejected %d, queued %d; want %+v", ref, ok, s.classes[0].counts.Rejected, s.queued, want)
 	}
 }

@@ -1,8 +1,6 @@
-package reqpool
+package sched
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -14,17 +12,17 @@ import (
 
 // regIn registers a request in the class named class and its flow named
 // flow.
-func (s *sched) regIn(t *testing.T, class, flow string) *request {
+func (s *Sched) regIn(t *testing.T, class, flow string) *request {
 	t.Helper()
-	c, err := s.class(class)
-	if err != nil {
-		t.Fatal(err)
+	c := s.Class(class)
+	if c == nil {
+		t.Fatalf("no class %q", class)
 	}
 	return s.register("", c, flow)
 }
 
 // classOwn returns how many queries each class executes, in order.
-func (s *sched) classOwn() []int {
+func (s *Sched) classOwn() []int {
 	var own []int
 	for _, c := range s.classes {
 		own = append(own, c.running)
@@ -34,9 +32,9 @@ func (s *sched) classOwn() []int {
 
 // fill starts queries until no slot is free or nothing is ready, and
 // returns the groups they belong to.
-func (s *sched) fill() []*group {
-	var gs []*group
-	for s.slots < s.workers {
+func (s *Sched) fill() []*Group {
+	var gs []*Group
+	for s.slots < s.cfg.Workers {
 		g := s.next()
 		if g == nil {
 			break
@@ -46,7 +44,7 @@ func (s *sched) fill() []*group {
 	return gs
 }
 
-var twoClasses = []Class{{Name: "interactive", Share: 3}, {Name: "batch", Share: 1}}
+var twoClasses = []ClassConfig{{Name: "interactive", Share: 3}, {Name: "batch", Share: 1}}
 
 func TestSchedClassShares(t *testing.T) {
 	s := testSched(t, Config{Workers: 8, Classes: twoClasses})
@@ -78,8 +76,8 @@ func TestSchedClassShares(t *testing.T) {
 
 // running returns one group per query executing, oldest first; test-only
 // bookkeeping of what fill and next started.
-func (s *sched) running() []*group {
-	var gs []*group
+func (s *Sched) running() []*Group {
+	var gs []*Group
 	for r := range s.requests {
 		for g := r.liveGroups.head; g != nil; g = g.links[liveList].next {
 			for range g.executing {
@@ -101,7 +99,7 @@ func TestSchedClassAloneUsesEveryWorker(t *testing.T) {
 	// every worker that frees up goes to interactive until it has its share.
 	s.admitN(t, s.regIn(t, "interactive", ""), 10)
 	for i, want := range [][]int{{1, 3}, {2, 2}, {3, 1}, {3, 1}} {
-		var batch *group
+		var batch *Group
 		for _, g := range s.running() {
 			if g.req.flow.class.name == "batch" {
 				batch = g
@@ -120,7 +118,7 @@ func TestSchedClassAloneUsesEveryWorker(t *testing.T) {
 // measured for every class at every start, with queries ending in a random
 // order.
 func TestSchedClassBound(t *testing.T) {
-	classes := []Class{{Name: "a", Share: MaxShare}, {Name: "b", Share: 1000}, {Name: "c", Share: 1}}
+	classes := []ClassConfig{{Name: "a", Share: 1 << 20}, {Name: "b", Share: 1000}, {Name: "c", Share: 1}}
 	for workers := 1; workers <= 4; workers++ {
 		s := testSched(t, Config{Workers: workers, Classes: classes})
 		for _, c := range classes {
@@ -134,7 +132,7 @@ func TestSchedClassBound(t *testing.T) {
 				}
 			}
 			return idle
-		}, func(g *group) any { return g.req.flow.class })
+		}, func(g *Group) any { return g.req.flow.class })
 		t.Logf("Workers=%d: at most %d starts", workers, worst)
 		if worst > len(classes) {
 			t.Errorf("Workers=%d: a class with work and nothing executing waited %d starts, want at most K = %d",
@@ -147,13 +145,13 @@ func TestSchedClassBound(t *testing.T) {
 // whenever all are busy. Before each start, idle lists who (a class, a
 // flow) has work and nothing executing; who says whose the start is. It
 // returns the most starts that anyone waited while idle, its own included.
-func (s *sched) idleBound(t *testing.T, rng *rand.Rand, n int, idle func() []any, who func(*group) any) int {
+func (s *Sched) idleBound(t *testing.T, rng *rand.Rand, n int, idle func() []any, who func(*Group) any) int {
 	t.Helper()
 	waited := map[any]int{}
 	worst := 0
-	var running []*group
+	var running []*Group
 	for range n {
-		if s.slots == s.workers {
+		if s.slots == s.cfg.Workers {
 			k := rng.IntN(len(running))
 			s.done(running[k])
 			running = slices.Delete(running, k, k+1)
@@ -214,7 +212,7 @@ func TestSchedFlowsShareEqually(t *testing.T) {
 func TestSchedFlowBound(t *testing.T) {
 	const flows = 5
 	for workers := 1; workers <= 4; workers++ {
-		s := testSched(t, Config{Workers: workers, QueueSize: 4096})
+		s := testSched(t, Config{Workers: workers, Classes: []ClassConfig{{QueueSize: 4096}}})
 		for i := range flows {
 			for range 3 + 20*i {
 				s.admitN(t, s.regIn(t, "", fmt.Sprint("f", i)), 2)
@@ -229,7 +227,7 @@ func TestSchedFlowBound(t *testing.T) {
 				}
 			}
 			return idle
-		}, func(g *group) any { return g.req.flow })
+		}, func(g *Group) any { return g.req.flow })
 		t.Logf("Workers=%d: at most %d starts", workers, worst)
 		if worst > flows {
 			t.Errorf("Workers=%d: a flow with work and nothing executing waited %d starts, want at most F = %d",
@@ -264,19 +262,16 @@ func TestSchedFlowlessInsideClass(t *testing.T) {
 
 // TestSchedClassQueues: a full queue refuses its own class only.
 func TestSchedClassQueues(t *testing.T) {
-	s := testSched(t, Config{Workers: 2, QueueSize: 100,
-		Classes: []Class{{Name: "interactive", Share: 4}, {Name: "batch", QueueSize: 3}}})
+	s := testSched(t, Config{Workers: 2,
+		Classes: []ClassConfig{{Name: "interactive", Share: 4, QueueSize: 100}, {Name: "batch", QueueSize: 3}}})
 	s.admitN(t, s.regIn(t, "batch", ""), 5) // 2 free workers + 3
 	s.fill()
-	g := &group{sched: s, req: s.regIn(t, "batch", ""), queries: repeat(1, Func(noop))}
-	g.Context, g.cancel = context.WithCancelCause(context.Background())
-	defer g.cancel(nil)
-	if err := s.admit(g, false); !errors.Is(err, ErrQueueFull) {
-		t.Fatalf("batch beyond its QueueSize 3: %v, want ErrQueueFull", err)
+	if ref, ok := s.fit(s.newGroup(t, s.regIn(t, "batch", ""), 1), false); ok || ref.Reason != RefusedQueueFull {
+		t.Fatalf("batch beyond its QueueSize 3: %+v, want RefusedQueueFull", ref)
 	}
 	s.admitN(t, s.regIn(t, "interactive", ""), 100) // interactive's own queue
-	st := []counters{s.classes[0].counts, s.classes[1].counts}
-	if st[0].rejected != 0 || st[1].rejected != 1 {
+	st := []Counts{s.classes[0].counts, s.classes[1].counts}
+	if st[0].Rejected != 0 || st[1].Rejected != 1 {
 		t.Errorf("rejections %+v, want one for batch only", st)
 	}
 }
@@ -296,7 +291,7 @@ func TestSchedFlowRetiredLate(t *testing.T) {
 		t.Fatalf("the flow was not retired with its last request")
 	}
 	young := s.regIn(t, "", "tenant")
-	s.finish(g, 0, nil, false, false)
+	s.finish(g, 0, nil, false, OutcomeOK)
 	if c.named["tenant"] != young.flow {
 		t.Errorf("the late end of the old flow's query forgot the new flow: %v", c.named)
 	}
