@@ -1,16 +1,19 @@
 package reqpool
 
 import (
-	"bytes"
-	_ "embed"
-	"encoding/json"
-	"html/template"
+	"context"
 	"net"
 	"net/http"
-	"strconv"
-	"sync"
 	"time"
+
+	"github.com/reqpool/reqpool/internal/debugpage"
 )
+
+// The page itself (its HTML and JSON, the window of queries behind its
+// distributions, the charts) is package internal/debugpage's, which knows
+// no type of this package: this file decides who may see it, builds its
+// Snapshot from Config, Stats and the scheduler's live requests, and feeds
+// its Window the queries that ran.
 
 // DebugHandler returns an http.Handler that serves a live page about p, in
 // the spirit of golang.org/x/net/trace's /debug/requests. The page shows:
@@ -101,7 +104,7 @@ func (p *Pool) DebugHandlerFor(allow func(r *http.Request) bool) http.Handler {
 	if allow == nil {
 		allow = fromLoopback
 	}
-	return &debugAccess{page: p.debugPage(), allow: allow}
+	return &debugAccess{page: p.debugPage().page, allow: allow}
 }
 
 // debugPage returns p's page, made and its Observer attached on the first
@@ -110,19 +113,25 @@ func (p *Pool) debugPage() *debugHandler {
 	if h := p.debug.Load(); h != nil {
 		return h
 	}
-	h := &debugHandler{pool: p}
-	h.loopback = &debugAccess{page: h, allow: fromLoopback}
+	page := debugpage.New(p.debugSnapshot)
+	h := &debugHandler{page: page, loopback: &debugAccess{page: page, allow: fromLoopback}}
 	if !p.debug.CompareAndSwap(nil, h) {
 		return p.debug.Load()
 	}
-	p.Observe(&h.window)
+	p.Observe(debugObserver{page.Window()})
 	return h
+}
+
+// debugHandler is p's page, one per pool, and what DebugHandler returns.
+type debugHandler struct {
+	page     *debugpage.Handler
+	loopback *debugAccess // the page for loopback clients
 }
 
 // debugAccess serves page to the clients that allow lets in, and 403 to
 // the others.
 type debugAccess struct {
-	page  *debugHandler
+	page  *debugpage.Handler
 	allow func(r *http.Request) bool
 }
 
@@ -144,164 +153,56 @@ func fromLoopback(r *http.Request) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// debugRefresh is how often the page reloads itself, in seconds.
-const debugRefresh = 2
+// debugObserver is the Observer behind the page: it adds to the page's
+// Window the queries that ran. Dropped queries never ran and are not added
+// (Stats.Dropped counts them), nor are refused Fanouts (Stats.Rejected).
+type debugObserver struct{ window *debugpage.Window }
 
-// debugHandler is the handler DebugHandler returns, one per pool.
-type debugHandler struct {
-	pool     *Pool
-	window   window       // the Observer attached to pool
-	loopback *debugAccess // what DebugHandler returns: the page for loopback clients
-}
-
-// ServeHTTP serves the page, or with ?format=json its JSON.
-func (h *debugHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
+// QueryDone implements Observer.
+func (o debugObserver) QueryDone(_ context.Context, rec QueryRecord) {
+	if rec.Started.IsZero() {
+		return // dropped
 	}
-	format := r.URL.Query().Get("format")
-	if format != "" && format != "json" {
-		http.Error(w, "unknown format: want none (HTML) or json", http.StatusBadRequest)
-		return
-	}
-
-	v := h.view()
-	var body bytes.Buffer
-	var err error
-	if format == "json" {
-		enc := json.NewEncoder(&body)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(v)
-	} else {
-		err = debugTemplate().Execute(&body, v)
-	}
-	if err != nil { // a bug: say so rather than send half a page
-		http.Error(w, "reqpool: rendering the debug page: "+err.Error(), http.StatusInternalServerError)
-		return
-	}
-
-	hdr := w.Header()
-	if format == "json" {
-		hdr.Set("Content-Type", "application/json; charset=utf-8")
-	} else {
-		hdr.Set("Content-Type", "text/html; charset=utf-8")
-		// Nothing but the page's own inline style: no script, no request
-		// elsewhere, whatever a request id might contain.
-		hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
-	}
-	hdr.Set("Cache-Control", "no-store")
-	hdr.Set("X-Content-Type-Options", "nosniff")
-	hdr.Set("Content-Length", strconv.Itoa(body.Len()))
-	if r.Method != http.MethodHead {
-		w.Write(body.Bytes())
-	}
+	o.window.Add(rec.Wait(), rec.Run(), rec.Finished)
 }
 
-// debugView is what the page shows, and its JSON. The fields tagged "-"
-// are the page's alone.
-type debugView struct {
-	Time      time.Time      `json:"time"`
-	Config    Config         `json:"config"`
-	Stats     Stats          `json:"stats"`
-	Requests  []debugRequest `json:"requests"` // never nil: [] in JSON
-	Window    debugWindow    `json:"window"`
-	QueueWait distribution   `json:"queue_wait"`
-	RunTime   distribution   `json:"run_time"`
-	Refresh   int            `json:"-"` // seconds between reloads
+// Refused implements Observer; Stats.Rejected counts refusals.
+func (debugObserver) Refused(context.Context, Refusal) {}
 
-	// The page's alone. QueueBound is the pool's queue bound: the sum of
-	// its classes' (Config.QueueSize without Classes). Classes is nil
-	// when the page shows no classes (see classesShown).
-	QueueBound int          `json:"-"`
-	Classes    []debugClass `json:"-"`
-}
-
-// debugRequest is one live request.
-type debugRequest struct {
-	ID      string  `json:"id"`
-	Class   string  `json:"class"` // "" in a pool without Classes
-	Flow    string  `json:"flow"`  // "": in no named flow
-	Age     seconds `json:"age_seconds"`
-	Queued  int     `json:"queued"`
-	Running int     `json:"running"`
-	Place   int     `json:"place"` // its rank in its flow's queue, from 1; 0: not in it (nothing queued, or at its PerRequest cap)
-}
-
-// debugClass is one class's row on the page: its Class settings, after
-// defaults, and its figures.
-type debugClass struct {
-	ClassStats
-	Share, QueueSize int
-}
-
-// debugWindow says what the distributions cover: the latest Queries
-// queries that ran, the oldest of which ended at Since.
-type debugWindow struct {
-	Queries int       `json:"queries"`
-	Since   time.Time `json:"since,omitzero"`
-}
-
-// distribution summarises one kind of duration over the window.
-type distribution struct {
-	P50   seconds `json:"p50_seconds"`
-	P90   seconds `json:"p90_seconds"`
-	P99   seconds `json:"p99_seconds"`
-	Max   seconds `json:"max_seconds"`
-	Chart chart   `json:"-"` // empty when the window is
-}
-
-// debugCard is one distribution's card on the page.
-type debugCard struct {
-	Title   string
-	Summary distribution
-	Window  debugWindow
-}
-
-// Distributions returns the page's distribution cards.
-func (v debugView) Distributions() []debugCard {
-	return []debugCard{{"Queue wait", v.QueueWait, v.Window}, {"Run time", v.RunTime, v.Window}}
-}
-
-// seconds is a duration that JSON gives as a number of seconds and the page
-// shows rounded to three digits.
-type seconds time.Duration
-
-// MarshalJSON implements json.Marshaler.
-func (s seconds) MarshalJSON() ([]byte, error) {
-	return strconv.AppendFloat(nil, time.Duration(s).Seconds(), 'f', -1, 64), nil
-}
-
-// String implements fmt.Stringer, for the page.
-func (s seconds) String() string { return roundDuration(time.Duration(s)).String() }
-
-// view takes the snapshots and computes what the page shows.
-func (h *debugHandler) view() debugView {
-	p := h.pool
-	v := debugView{Config: p.Config(), Stats: p.Stats(), Refresh: debugRefresh}
-	classes := v.Config.classes() // in the order of v.Stats.Classes
+// debugSnapshot is the page's Source: p's configuration and figures, its
+// classes when the page shows them, and its live requests. It holds the
+// scheduler's lock twice, in Stats and in LiveRequests, and no lock while
+// it converts.
+func (p *Pool) debugSnapshot() debugpage.Snapshot {
+	cfg, st := p.Config(), p.Stats()
+	s := debugpage.Snapshot{Config: cfg, Stats: st}
+	classes := cfg.classes() // in the order of st.Classes
 	for _, c := range classes {
-		v.QueueBound += c.QueueSize
+		s.QueueBound += c.QueueSize
 	}
-	if classesShown(v.Config, v.Stats) {
-		v.Classes = make([]debugClass, len(classes))
+	if classesShown(cfg, st) {
+		s.Classes = make([]debugpage.Class, len(classes))
 		for i, c := range classes {
-			v.Classes[i] = debugClass{ClassStats: v.Stats.Classes[i], Share: c.Share, QueueSize: c.QueueSize}
+			s.Classes[i] = debugClass(c, st.Classes[i])
 		}
 	}
 	live := p.sched.LiveRequests()
-	now := time.Now() // after the snapshot: no age is negative
-	v.Time = now
-	v.Requests = make([]debugRequest, len(live))
+	s.Time = time.Now() // after the copy: no age is negative
+	s.Requests = make([]debugpage.Request, len(live))
 	for i, r := range live {
-		v.Requests[i] = debugRequest{ID: r.ID, Class: r.Class, Flow: r.Flow, Age: seconds(now.Sub(r.Since)),
+		s.Requests[i] = debugpage.Request{ID: r.ID, Class: r.Class, Flow: r.Flow, Since: r.Since,
 			Queued: r.Queued, Running: r.Running, Place: r.Place}
 	}
-	waits, runs, since := h.window.read()
-	v.Window = debugWindow{Queries: len(waits), Since: since}
-	v.QueueWait, v.RunTime = summarise(waits), summarise(runs)
-	return v
+	return s
+}
+
+// debugClass is class c's row on the page: its settings, after defaults,
+// and its figures st.
+func debugClass(c Class, st ClassStats) debugpage.Class {
+	return debugpage.Class{Name: st.Name, Share: c.Share, QueueSize: c.QueueSize,
+		Running: st.Running, Queued: st.Queued, Flows: st.Flows,
+		Submitted: st.Submitted, Completed: st.Completed, Failed: st.Failed,
+		Cancelled: st.Cancelled, Dropped: st.Dropped, Rejected: st.Rejected}
 }
 
 // classesShown reports whether the page shows the classes table and the
@@ -320,29 +221,3 @@ func classesShown(cfg Config, st Stats) bool {
 	}
 	return false
 }
-
-// summarise returns the distribution of sorted, which may be empty.
-func summarise(sorted []time.Duration) distribution {
-	if len(sorted) == 0 {
-		return distribution{}
-	}
-	d := distribution{
-		P50: seconds(nearestRank(sorted, 50)),
-		P90: seconds(nearestRank(sorted, 90)),
-		P99: seconds(nearestRank(sorted, 99)),
-		Max: seconds(sorted[len(sorted)-1]),
-	}
-	d.Chart = newChart(sorted, []chartMark{
-		{"p50", time.Duration(d.P50)}, {"p90", time.Duration(d.P90)}, {"p99", time.Duration(d.P99)},
-	})
-	return d
-}
-
-//go:embed debug_page.tmpl
-var debugPage string
-
-// debugTemplate parses the page's template on first use, so that a program
-// that never serves the page never pays for it.
-var debugTemplate = sync.OnceValue(func() *template.Template {
-	return template.Must(template.New("debug").Parse(debugPage))
-})

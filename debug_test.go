@@ -32,7 +32,9 @@ import (
 
 // The debug page is tested end to end: a real server runs a large request
 // whose queries are held, and the page is read as JSON, then loaded in
-// headless Chromium (a DOM dump and a screenshot).
+// headless Chromium (a DOM dump and a screenshot). What needs no pool (the
+// window, the charts, the methods, headers and rendering) is tested in
+// internal/debugpage, on made-up snapshots.
 
 // debugScene is a server with a pool, its debug page at /debug/reqpool and
 // a fan-out at /fanout, on which the test holds requests.
@@ -394,6 +396,9 @@ func TestDebugHandlerClasses(t *testing.T) {
 	sc.finish(t)
 }
 
+// TestDebugHandler: one page per pool, with one Observer, and what it shows
+// of an idle pool. The page's methods, formats, headers and rendering are
+// tested in internal/debugpage, on made-up snapshots.
 func TestDebugHandler(t *testing.T) {
 	p := newPool(t, Config{Workers: 1})
 	h := p.DebugHandler()
@@ -403,45 +408,29 @@ func TestDebugHandler(t *testing.T) {
 	if n := len(*p.observers.Load()); n != 1 {
 		t.Errorf("%d observers attached, want the page's one", n)
 	}
-	serve := func(method, target string) *httptest.ResponseRecorder {
-		w := httptest.NewRecorder()
-		r := httptest.NewRequest(method, target, nil)
-		r.RemoteAddr = "127.0.0.1:40000" // NewRequest's is 192.0.2.1, which gets 403 (TestDebugHandlerLoopbackOnly)
-		h.ServeHTTP(w, r)
-		return w
-	}
 
 	// An idle pool: nothing to list, no history.
-	w := serve(http.MethodGet, "/debug/reqpool")
-	for k, want := range map[string]string{
-		"Content-Type":            "text/html; charset=utf-8",
-		"Cache-Control":           "no-store",
-		"X-Content-Type-Options":  "nosniff",
-		"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
-	} {
-		if got := w.Header().Get(k); got != want {
-			t.Errorf("%s: %q, want %q", k, got, want)
-		}
-	}
-	for _, want := range []string{"No live request has fanned out.", "No query has run since the page was first served.", "do not expose it publicly"} {
+	w := serveDebug(h, "/debug/reqpool")
+	for _, want := range []string{"No live request has fanned out.", "No query has run since the page was first served."} {
 		if !strings.Contains(w.Body.String(), want) {
 			t.Errorf("the idle page does not say %q", want)
 		}
 	}
-	w = serve(http.MethodGet, "/debug/reqpool?format=json")
-	if ct := w.Header().Get("Content-Type"); ct != "application/json; charset=utf-8" {
-		t.Errorf("JSON served as %q", ct)
-	}
 	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(w.Body.Bytes(), &raw); err != nil {
+	if err := json.Unmarshal(serveDebug(h, "/debug/reqpool?format=json").Body.Bytes(), &raw); err != nil {
 		t.Fatal(err)
 	}
 	if got := string(raw["requests"]); got != "[]" {
 		t.Errorf("requests of an idle pool: %s, want []", got)
 	}
 	checkKeys(t, "window", raw["window"], []string{"queries"}) // no since without queries
+}
 
-	// An id that Middleware would never pass is escaped all the same.
+// TestDebugHandlerEscapes: a live request's id that Middleware would never
+// pass is escaped all the same, and given as it is in the JSON.
+func TestDebugHandlerEscapes(t *testing.T) {
+	p := newPool(t, Config{Workers: 1})
+	h := p.DebugHandler()
 	hostile := `<img src=x onerror=alert(1)>"'&`
 	ctx, release := p.newContext(context.Background(), hostile)
 	defer release()
@@ -453,12 +442,12 @@ func TestDebugHandler(t *testing.T) {
 		done <- Fanout(ctx, Func(func(context.Context) error { close(running); <-hold; return nil }))
 	}()
 	<-running
-	page := serve(http.MethodGet, "/debug/reqpool").Body.String()
+	page := serveDebug(h, "/debug/reqpool").Body.String()
 	if strings.Contains(page, "<img") || !strings.Contains(page, "&lt;img src=x onerror=alert(1)&gt;&#34;&#39;&amp;") {
 		t.Errorf("the hostile id is not escaped:\n%s", page)
 	}
 	var v debugJSON
-	if err := json.Unmarshal(serve(http.MethodGet, "/debug/reqpool?format=json").Body.Bytes(), &v); err != nil {
+	if err := json.Unmarshal(serveDebug(h, "/debug/reqpool?format=json").Body.Bytes(), &v); err != nil {
 		t.Fatal(err)
 	}
 	if len(v.Requests) != 1 || v.Requests[0].ID != hostile || v.Requests[0].Running != 1 {
@@ -468,107 +457,38 @@ func TestDebugHandler(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-
-	if w := serve(http.MethodHead, "/debug/reqpool"); w.Code != http.StatusOK || w.Body.Len() != 0 || w.Header().Get("Content-Length") == "" {
-		t.Errorf("HEAD: %d, %d bytes, Content-Length %q", w.Code, w.Body.Len(), w.Header().Get("Content-Length"))
-	}
-	if w := serve(http.MethodPost, "/debug/reqpool"); w.Code != http.StatusMethodNotAllowed || w.Header().Get("Allow") != "GET, HEAD" {
-		t.Errorf("POST: %d, Allow %q", w.Code, w.Header().Get("Allow"))
-	}
-	if w := serve(http.MethodGet, "/debug/reqpool?format=xml"); w.Code != http.StatusBadRequest {
-		t.Errorf("?format=xml: %d, want 400", w.Code)
-	}
 }
 
-func TestDebugWindow(t *testing.T) {
-	var w window
-	if waits, runs, since := w.read(); waits != nil || runs != nil || !since.IsZero() {
-		t.Errorf("an empty window read %v %v %v", waits, runs, since)
-	}
-	t0 := time.Now()
-	const n = windowSize + 952
-	for i := range n {
-		at := t0.Add(time.Duration(i) * time.Second)
-		w.QueryDone(context.Background(), QueryRecord{Admitted: at, Started: at.Add(time.Duration(n-i) * time.Millisecond),
-			Finished: at.Add(time.Duration(n-i)*time.Millisecond + time.Duration(i)*time.Microsecond)})
-		w.QueryDone(context.Background(), QueryRecord{Admitted: at, Finished: at, Outcome: OutcomeDropped}) // not kept
-	}
-	waits, runs, since := w.read()
-	if len(waits) != windowSize || len(runs) != windowSize {
-		t.Fatalf("kept %d and %d samples, want %d", len(waits), len(runs), windowSize)
-	}
-	// The latest windowSize queries are i = 952 … n-1: waits of 1 … 2048 ms,
-	// run times of 952 … n-1 µs.
-	if !slices.IsSorted(waits) || waits[0] != time.Millisecond || waits[windowSize-1] != windowSize*time.Millisecond {
-		t.Errorf("waits from %v to %v", waits[0], waits[windowSize-1])
-	}
-	if !slices.IsSorted(runs) || runs[0] != 952*time.Microsecond || runs[windowSize-1] != (n-1)*time.Microsecond {
-		t.Errorf("runs from %v to %v", runs[0], runs[windowSize-1])
-	}
-	if want := t0.Add(952*time.Second + windowSize*time.Millisecond + 952*time.Microsecond); !since.Equal(want) {
-		t.Errorf("since %v, want %v", since, want)
-	}
-
-	var hundred []time.Duration
-	for i := 1; i <= 100; i++ {
-		hundred = append(hundred, time.Duration(i))
-	}
-	for _, c := range []struct {
-		sorted []time.Duration
-		p      int
-		want   time.Duration
-	}{
-		{nil, 50, 0}, {hundred[:1], 50, 1}, {hundred[:1], 99, 1},
-		{hundred, 50, 50}, {hundred, 90, 90}, {hundred, 99, 99}, {hundred, 100, 100},
-		{hundred[:10], 50, 5}, {hundred[:10], 99, 10}, {hundred[:3], 50, 2},
-	} {
-		if got := nearestRank(c.sorted, c.p); got != c.want {
-			t.Errorf("nearestRank(%d samples, %d) = %v, want %v", len(c.sorted), c.p, got, c.want)
-		}
-	}
+// serveDebug has h serve a GET of target from a loopback client.
+func serveDebug(h http.Handler, target string) *httptest.ResponseRecorder {
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodGet, target, nil)
+	r.RemoteAddr = "127.0.0.1:40000" // NewRequest's is 192.0.2.1, which gets 403 (TestDebugHandlerLoopbackOnly)
+	h.ServeHTTP(w, r)
+	return w
 }
 
-func TestDebugChart(t *testing.T) {
-	for d, want := range map[time.Duration]int{
-		0: 0, 999: 0, time.Microsecond: 1, 1999: 1, 2 * time.Microsecond: 2, 5 * time.Microsecond: 3,
-		10 * time.Microsecond: 4, time.Millisecond: 10, 499 * time.Second: numEdges - 1, 500 * time.Second: numEdges, time.Hour: numEdges,
-	} {
-		if got := bucketOf(d); got != want {
-			t.Errorf("bucketOf(%v) = %d, want %d", d, got, want)
-		}
+// TestDebugObserver: the page's Observer adds to its window the queries
+// that ran, with their wait, run time and end, and neither the dropped ones
+// nor refusals.
+func TestDebugObserver(t *testing.T) {
+	p := newPool(t, Config{})
+	h := p.DebugHandler()
+	o := debugObserver{p.debugPage().page.Window()}
+	at := time.Date(2026, 11, 25, 15, 20, 31, 0, time.UTC)
+	ctx := context.Background()
+	o.QueryDone(ctx, QueryRecord{Admitted: at, Started: at.Add(3 * time.Millisecond), Finished: at.Add(8 * time.Millisecond)})
+	o.QueryDone(ctx, QueryRecord{Admitted: at, Finished: at.Add(time.Second), Outcome: OutcomeDropped}) // not kept
+	o.Refused(ctx, Refusal{Queries: 4, Reason: RefusedQueueFull})
+	var v debugJSON
+	if err := json.Unmarshal(serveDebug(h, "/debug/reqpool?format=json").Body.Bytes(), &v); err != nil {
+		t.Fatal(err)
 	}
-	prev := -1.0
-	for d := time.Duration(0); d < time.Hour; d = d*5/4 + 1 {
-		pos := bucketPos(d)
-		if pos < prev || pos < float64(bucketOf(d)) || pos > float64(bucketOf(d)+1) {
-			t.Fatalf("bucketPos(%v) = %v after %v: not monotonic, or outside bucket %d", d, pos, prev, bucketOf(d))
-		}
-		prev = pos
+	if v.Window.Queries != 1 || !v.Window.Since.Equal(at.Add(8*time.Millisecond)) {
+		t.Errorf("window %+v, want the one query that ran, ended at %v", v.Window, at.Add(8*time.Millisecond))
 	}
-	for d, want := range map[time.Duration]string{
-		999: "999ns", 45678: "45.7µs", 1234567: "1.23ms", 2345678901: "2.35s", 83 * time.Second: "1m23s",
-	} {
-		if got := roundDuration(d).String(); got != want {
-			t.Errorf("roundDuration(%v) = %s, want %s", time.Duration(d), got, want)
-		}
-	}
-
-	// One value: a chart of chartMinBuckets buckets, one bar, everything
-	// inside the plot.
-	c := newChart([]time.Duration{3 * time.Millisecond, 3 * time.Millisecond}, []chartMark{{"p50", 3 * time.Millisecond}})
-	if len(c.Bars) != 1 || c.Bars[0].Title != "2ms–5ms: 2" || len(c.Ticks) < 2 || len(c.Marks) != 1 {
-		t.Fatalf("chart %+v", c)
-	}
-	for _, l := range append(c.Ticks, c.Marks...) {
-		if l.X < chartLeft || l.X > chartRight {
-			t.Errorf("label %+v outside the plot", l)
-		}
-	}
-	if b := c.Bars[0]; b.X < chartLeft || b.X+b.W > chartRight || b.Y != chartTop || b.Y+b.H != chartAxis {
-		t.Errorf("bar %+v: want the full height, inside the plot", b)
-	}
-	if m := c.Marks[0]; m.X < c.Bars[0].X || m.X > c.Bars[0].X+c.Bars[0].W {
-		t.Errorf("the mark at %v is not on the bar of its value, %+v", m.X, c.Bars[0])
+	if v.QueueWait.Max != 0.003 || v.RunTime.Max != 0.005 {
+		t.Errorf("queue_wait %+v, run_time %+v: want the query's 3 ms and 5 ms", v.QueueWait, v.RunTime)
 	}
 }
 

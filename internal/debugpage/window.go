@@ -1,27 +1,28 @@
-package reqpool
+package debugpage
 
 import (
-	"context"
 	"slices"
 	"sync"
 	"time"
 )
 
-// windowSize is how many of the latest queries a window keeps.
+// windowSize is how many of the latest queries a Window keeps.
 const windowSize = 2048
 
-// A window is the Observer behind Pool.DebugHandler: it keeps the queue wait
-// and run time of the last windowSize queries that ran, for the debug page's
-// distributions. Dropped queries never ran and are not kept (Stats.Dropped
-// counts them), nor are refused Fanouts (Stats.Rejected).
+// A Window keeps the queue wait and run time of the last 2,048 queries
+// (windowSize) that ran, for the page's distributions. Its owner adds each
+// query that ran (Add), and only those: the page says its distributions
+// are of "the latest N queries that ran".
 //
-// Its memory is fixed (about 80 KB). Each query costs it one short critical
-// section under its own mutex, never under the scheduler's; a read copies
-// the samples under that mutex and works on the copy.
-type window struct {
-	mu      sync.Mutex
+// Its memory is fixed (about 80 KB). Each Add is one short critical section
+// under the Window's own mutex, never under the caller's locks; a read
+// copies the samples under that mutex and works on the copy. The zero
+// Window is empty and ready to use; a Window must not be copied after its
+// first Add.
+type Window struct {
+	mu      sync.Mutex         // guards samples and total
 	samples [windowSize]sample // a ring: the latest query's is at (total-1) % windowSize
-	total   uint64             // queries kept since the window was made
+	total   uint64             // queries kept since the Window was made
 }
 
 // sample is one query that ran.
@@ -30,25 +31,21 @@ type sample struct {
 	finished  time.Time
 }
 
-// QueryDone implements Observer.
-func (w *window) QueryDone(_ context.Context, rec QueryRecord) {
-	if rec.Started.IsZero() {
-		return // dropped
-	}
-	s := sample{wait: rec.Wait(), run: rec.Run(), finished: rec.Finished}
+// Add keeps one query that ran: how long it waited in the queue, how long
+// it ran, and when it finished. Once the Window is full, each Add drops the
+// oldest query kept. It is safe for concurrent use.
+func (w *Window) Add(wait, run time.Duration, finished time.Time) {
+	s := sample{wait: wait, run: run, finished: finished}
 	w.mu.Lock()
 	w.samples[w.total%windowSize] = s
 	w.total++
 	w.mu.Unlock()
 }
 
-// Refused implements Observer; Stats.Rejected counts refusals.
-func (w *window) Refused(context.Context, Refusal) {}
-
 // read returns the kept samples' waits and run times, each sorted, and when
 // the oldest kept query finished (zero when none is kept). The two slices
 // have the same length, at most windowSize.
-func (w *window) read() (waits, runs []time.Duration, since time.Time) {
+func (w *Window) read() (waits, runs []time.Duration, since time.Time) {
 	w.mu.Lock()
 	n := int(min(w.total, windowSize))
 	kept := make([]sample, n)

@@ -1,4 +1,4 @@
-package reqpool
+package debugpage
 
 import (
 	"fmt"
