@@ -52,7 +52,7 @@ type Group struct {
 
 	// For observed groups; zero otherwise.
 	observed bool
-	admitted time.Time
+	admitted stamp
 
 	// Set by Admit for Await: the query the caller runs at once (-1 if
 	// none), and in which slot.
@@ -67,7 +67,7 @@ type Group struct {
 	lent        int    // nested Fanout callers running in the slots of executing queries
 	dropped     bool   // some queries were dropped unstarted: [droppedFrom, n)
 	droppedFrom int
-	droppedAt   time.Time     // when, for observed groups
+	droppedAt   stamp         // when, for observed groups
 	err         error         // the first failure, made by Config.Failed
 	finished    chan struct{} // closed when pending reaches 0; nil until the caller waits
 	links       [2]links      // its places on req's lists, indexed by listKind
@@ -95,7 +95,7 @@ func (s *Sched) Init(g *Group, ctx context.Context, w Work, n int, observed bool
 	}
 	g.sched, g.parent, g.work, g.n, g.first = s, parent, w, n, -1
 	if observed {
-		g.observed, g.admitted = true, Now()
+		g.observed, g.admitted = true, now()
 	}
 	g.Context, g.cancel = context.WithCancelCause(ctx)
 }

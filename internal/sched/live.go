@@ -53,7 +53,7 @@ func (s *Sched) LiveRequests() []LiveRequest {
 	all := make([]LiveRequest, 0, len(s.requests))
 	for r := range s.requests {
 		f := r.flow
-		all = append(all, LiveRequest{ID: r.id, Class: f.class.name, Flow: f.name, Since: epoch.Add(r.since),
+		all = append(all, LiveRequest{ID: r.id, Class: f.class.name, Flow: f.name, Since: r.since.time(),
 			Queued: r.queued, Running: r.running, ready: r.index >= 0, key: r.key, seq: r.seq,
 			flowRunning: f.running, flowTurn: f.turn, flowHead: f.index == 0, classIndex: slices.Index(s.classes, f.class)})
 	}

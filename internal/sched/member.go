@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync/atomic"
-	"time"
 )
 
 // A Member is one request's membership of a Sched, the scheduler's part of
@@ -47,9 +46,9 @@ type request struct {
 	drained      chan struct{} // closed when running drops to 0 after release; nil unless someone waits
 
 	// Set by register and never changed.
-	flow  *flow         // the flow (and through it the class) it belongs to
-	id    string        // the member's request id, for LiveRequests
-	since time.Duration // when it registered (its first Fanout), since epoch
+	flow  *flow  // the flow (and through it the class) it belongs to
+	id    string // the member's request id, for LiveRequests
+	since stamp  // when it registered (its first Fanout)
 }
 
 // errReleased is what enter says of a released member; Admit reports it
@@ -83,7 +82,7 @@ func (s *Sched) enter(m *Member) error {
 func (s *Sched) register(id string, c *Class, flow string) *request {
 	s.seq++
 	r := &request{index: -1, seq: s.seq, queuedGroups: groupList{kind: queuedList}, liveGroups: groupList{kind: liveList},
-		flow: c.flowFor(flow), id: id, since: time.Since(epoch)}
+		flow: c.flowFor(flow), id: id, since: now()}
 	s.requests[r] = struct{}{}
 	return r
 }

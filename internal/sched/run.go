@@ -42,7 +42,7 @@ func (s *Sched) Await(g *Group) error {
 	}
 	if g.observed {
 		for i := g.droppedFrom; i < g.n; i++ {
-			g.work.Ended(i, Event{Admitted: g.admitted, Finished: g.droppedAt, Outcome: OutcomeDropped})
+			g.work.Ended(i, Event{Admitted: g.admitted.time(), Finished: g.droppedAt.time(), Outcome: OutcomeDropped})
 		}
 	}
 	if err == nil {
@@ -166,7 +166,7 @@ func (g *Group) ended(i int, started time.Time, err error, o Outcome) time.Time 
 	if !g.observed {
 		return time.Time{}
 	}
-	e := Event{Admitted: g.admitted, Started: started, Finished: Now(), Outcome: o, Err: err}
+	e := Event{Admitted: g.admitted.time(), Started: started, Finished: Now(), Outcome: o, Err: err}
 	g.work.Ended(i, e)
 	return e.Finished
 }
@@ -376,7 +376,7 @@ func (s *Sched) drop(g *Group) {
 	r.queuedGroups.remove(g)
 	g.droppedFrom = g.started
 	if g.observed {
-		g.droppedAt = Now()
+		g.droppedAt = now()
 	}
 	g.started = g.n
 	g.pending -= k
