@@ -36,6 +36,13 @@ func BenchmarkFanout8(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { p.Shutdown(context.Background()) })
+	// An adaptive pool times every query for its limit: Config.Adaptive's
+	// cost (no-op queries never move it, so it stays at Workers).
+	adaptive, err := New(Config{Workers: benchWorkers, Adaptive: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { adaptive.Shutdown(context.Background()) })
 	reqpoolFanout := func(ctx context.Context) func() error {
 		return func() error { return Fanout(ctx, qs...) }
 	}
@@ -69,13 +76,15 @@ func BenchmarkFanout8(b *testing.B) {
 	for _, c := range []struct {
 		name   string
 		fanout func(ctx context.Context) func() error
+		pool   *Pool // whose handles the contexts carry
 	}{
-		{"impl=reqpool", reqpoolFanout},
-		{"impl=errgroup", errgroupFanout},
-		{"impl=semaphore", semaphoreFanout},
+		{"impl=reqpool", reqpoolFanout, p},
+		{"impl=reqpool-adaptive", reqpoolFanout, adaptive},
+		{"impl=errgroup", errgroupFanout, p},
+		{"impl=semaphore", semaphoreFanout, p},
 	} {
 		b.Run(c.name+"/mode=serial", func(b *testing.B) {
-			ctx, release := p.NewContext(context.Background())
+			ctx, release := c.pool.NewContext(context.Background())
 			defer release()
 			run := c.fanout(ctx)
 			b.ReportAllocs()
@@ -89,7 +98,7 @@ func BenchmarkFanout8(b *testing.B) {
 		b.Run(c.name+"/mode=parallel", func(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
-				ctx, release := p.NewContext(context.Background()) // one request per goroutine
+				ctx, release := c.pool.NewContext(context.Background()) // one request per goroutine
 				defer release()
 				run := c.fanout(ctx)
 				for pb.Next() {

@@ -56,6 +56,9 @@ func (c Config) classes() []Class {
 func (c Config) schedConfig() sched.Config {
 	sc := sched.Config{Workers: c.Workers, PerRequest: c.PerRequest, Panicked: func(v any) error { return newPanicError(v) },
 		Failed: func(i int, err, cause error) error { return &QueryError{Index: i, Err: err, ctx: cause} }}
+	if c.Adaptive {
+		sc.AdaptiveFloor = AdaptiveFloor
+	}
 	for _, k := range c.classes() {
 		sc.Classes = append(sc.Classes, sched.ClassConfig{Name: k.Name, Share: k.Share, QueueSize: k.QueueSize,
 			MaxFanout: min(c.MaxFanout, c.Workers+k.QueueSize)})

@@ -163,6 +163,13 @@
 //     default_pool_size, statements wait in PgBouncer, first come first
 //     served, and reqpool's order holds only within each replica: size
 //     default_pool_size to replicas × Workers where the server allows.
+//   - Workers is best set near the database's knee: the fewest queries at
+//     once that keep it busy. Past it, queries only time-share the server
+//     and the queue forms there, out of the scheduler's reach; below it,
+//     the server idles. Config.Adaptive makes Workers a ceiling and finds
+//     the knee from the queries' run times (Stats.Limit; see
+//     BenchmarkAdaptivePhases for what it reaches on this project's
+//     machine).
 //   - QueueSize sets how much waiting you accept: a full queue waits about
 //     QueueSize/Workers × the mean query time. Past it, Fanout answers
 //     ErrQueueFull and WriteError 503, which a load balancer can retry

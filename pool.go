@@ -28,6 +28,18 @@ type Config struct {
 	// the connections the pool uses. 0 means DefaultWorkers (16).
 	Workers int
 
+	// Adaptive makes Workers a ceiling: the pool then moves its limit on
+	// queries at once (Stats.Limit) between AdaptiveFloor and Workers,
+	// from the run times of its queries, to the fewest that keep the
+	// database busy. Past that point more queries at once only wait
+	// inside the database, each taking longer, where the pool could order
+	// them (fewest remaining first, classes, flows). About every eighth
+	// window of a few run times it runs one at half the limit, to learn
+	// the run time with fewer queries at once. New rejects it with a
+	// Workers of AdaptiveFloor or less. Off by default: the limit is
+	// Workers.
+	Adaptive bool
+
 	// QueueSize is the most queries that wait at once, process-wide; with
 	// Classes, the bound of each class whose Class.QueueSize is 0 (so the
 	// pool's bound is then the sum of its classes'). A Fanout whose queries
@@ -131,6 +143,11 @@ type Config struct {
 	Classify func(r *http.Request) (class, flow string) `json:"-"`
 }
 
+// AdaptiveFloor is the lowest limit of an adaptive pool (Config.Adaptive):
+// two queries at once, so that one query's round trip to the database
+// never leaves it idle.
+const AdaptiveFloor = 2
+
 // withDefaults validates c and fills in its zero fields.
 func (c Config) withDefaults() (Config, error) {
 	for _, f := range []struct {
@@ -153,6 +170,10 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.QueueSize == 0 {
 		c.QueueSize = DefaultQueueSize
+	}
+	if c.Adaptive && c.Workers <= AdaptiveFloor {
+		return c, fmt.Errorf("%w: Adaptive with Workers %d: the limit moves between AdaptiveFloor (%d) and Workers, so Workers must be above it",
+			ErrInvalidConfig, c.Workers, AdaptiveFloor)
 	}
 	if c.QueueSize > math.MaxInt32-c.Workers {
 		return c, fmt.Errorf("%w: Workers+QueueSize is %d+%d, above %d", ErrInvalidConfig, c.Workers, c.QueueSize, math.MaxInt32)
@@ -284,8 +305,11 @@ func (p *Pool) Config() Config {
 	return c
 }
 
-// LimitConnections is Stats.LimitReason during a connection shortage.
-const LimitConnections = "connections"
+// Stats.LimitReason's values.
+const (
+	LimitConnections = "connections" // a connection shortage
+	LimitAdaptive    = "adaptive"    // the adaptive limit (Config.Adaptive)
+)
 
 // Stats is a snapshot of a pool. The fields up to LimitReason are gauges,
 // the rest cumulative counters since New.
@@ -295,8 +319,9 @@ type Stats struct {
 	Queued   int // queries admitted and waiting to start
 	Requests int // live handles that have fanned out: not yet released, and registered by a Fanout
 
-	// Limit is the most queries that execute at once now: Workers, or
-	// fewer while a database opened by OpenPostgres or reqpgx.Open refuses
+	// Limit is the most queries that execute at once now: Workers, the
+	// adaptive limit with Config.Adaptive, or fewer while a database
+	// opened by OpenPostgres or reqpgx.Open refuses
 	// new connections for lack of slots (PostgreSQL's max_connections or a
 	// role's CONNECTION LIMIT, PgBouncer's max_client_conn) but the
 	// connections open work. Queries beyond it wait in the queue. The
@@ -307,7 +332,7 @@ type Stats struct {
 	// openers count established connections in the protocol's bytes, so
 	// over TLS they cannot, and a shortage is met as an outage.
 	Limit       int
-	LimitReason string // "" or LimitConnections
+	LimitReason string // "", LimitConnections or LimitAdaptive
 
 	Submitted uint64 // queries admitted by Fanout
 	Completed uint64 // queries that ran to the end, whatever they returned
@@ -327,8 +352,11 @@ func (p *Pool) Stats() Stats {
 	ss := p.sched.Stats()
 	st := Stats{Workers: p.cfg.Workers, Running: ss.Running, Queued: ss.Queued, Requests: ss.Requests, Limit: ss.Limit,
 		Classes: make([]ClassStats, len(ss.Classes))}
-	if st.Limit < st.Workers {
+	switch {
+	case ss.ConnLimited:
 		st.LimitReason = LimitConnections
+	case st.Limit < st.Workers:
+		st.LimitReason = LimitAdaptive
 	}
 	classes := p.cfg.classes()
 	for i, c := range ss.Classes {

@@ -27,7 +27,9 @@ func TestNewValidatesConfig(t *testing.T) {
 		{SpareConns: -1},
 		{RetryAfter: -time.Second},
 		{Workers: 2, QueueSize: 3, MaxFanout: 6},
-		{QueueSize: math.MaxInt}, // Workers+QueueSize would overflow
+		{QueueSize: math.MaxInt},                 // Workers+QueueSize would overflow
+		{Workers: 1, Adaptive: true},             // a ceiling below the floor
+		{Workers: AdaptiveFloor, Adaptive: true}, // nowhere to move
 	} {
 		p, err := New(cfg)
 		if !errors.Is(err, ErrInvalidConfig) || p != nil {
@@ -49,6 +51,9 @@ func TestNewValidatesConfig(t *testing.T) {
 	}
 	if got := p.Config().MaxFanout; got != 5 {
 		t.Errorf("default MaxFanout with Workers+QueueSize=5 is %d, want 5", got)
+	}
+	if p, err := New(Config{Workers: AdaptiveFloor + 1, Adaptive: true}); err != nil || p.Stats().Limit != AdaptiveFloor+1 {
+		t.Errorf("an adaptive pool of %d workers: %v; it starts at its ceiling", AdaptiveFloor+1, err)
 	}
 }
 

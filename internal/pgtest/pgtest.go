@@ -43,7 +43,7 @@ func Targets(t *testing.T) []Target {
 
 // Env returns the environment variable name, skipping the test when it is
 // unset, or failing it under CI=true: CI must never pass by skipping.
-func Env(t *testing.T, name string) string {
+func Env(t testing.TB, name string) string {
 	t.Helper()
 	v := os.Getenv(name)
 	if v == "" {
@@ -56,10 +56,10 @@ func Env(t *testing.T, name string) string {
 }
 
 // NewPool returns a pool shut down when the test ends (reqtest.NewPool).
-func NewPool(t *testing.T, cfg reqpool.Config) *reqpool.Pool { return reqtest.NewPool(t, cfg) }
+func NewPool(t testing.TB, cfg reqpool.Config) *reqpool.Pool { return reqtest.NewPool(t, cfg) }
 
 // Open opens dsn with open for p, closed when the test ends.
-func Open(t *testing.T, open Opener, dsn string, p *reqpool.Pool) *sqlx.DB {
+func Open(t testing.TB, open Opener, dsn string, p *reqpool.Pool) *sqlx.DB {
 	t.Helper()
 	db, err := open(dsn, p)
 	if err != nil {
@@ -71,7 +71,7 @@ func Open(t *testing.T, open Opener, dsn string, p *reqpool.Pool) *sqlx.DB {
 
 // Serve runs h behind reqpool.Middleware on a real HTTP server, closed when
 // the test ends, and returns its URL and a client.
-func Serve(t *testing.T, p *reqpool.Pool, h http.HandlerFunc) (string, *http.Client) {
+func Serve(t testing.TB, p *reqpool.Pool, h http.HandlerFunc) (string, *http.Client) {
 	srv := httptest.NewServer(reqpool.Middleware(p)(h))
 	t.Cleanup(srv.Close)
 	c := srv.Client()
@@ -152,7 +152,7 @@ func (m Monitor) WaitFor(prefix string, ok func(int) bool, limit time.Duration) 
 func UniqueID(name string) string { return fmt.Sprintf("%s-%d", name, time.Now().UnixNano()) }
 
 // Suite runs every scenario with open: Results, CancelKeepsConnection,
-// NotFound and HangUpSoak against each of Targets, then SpareConns, Shortage and Outage. Each opener's module has one test that calls it.
+// NotFound and HangUpSoak against each of Targets, then SpareConns, Shortage, Outage and Adaptive. Each opener's module has one test that calls it.
 func Suite(t *testing.T, open Opener) {
 	for _, tg := range Targets(t) {
 		t.Run("results/"+tg.Name, func(t *testing.T) { Results(t, open, tg.DSN, 16, 2400) })
@@ -164,4 +164,5 @@ func Suite(t *testing.T, open Opener) {
 	t.Run("shortage", func(t *testing.T) { Shortage(t, open) })
 	t.Run("outage", func(t *testing.T) { Outage(t, open, "fast") })
 	t.Run("outage/immediate", func(t *testing.T) { Outage(t, open, "immediate") })
+	t.Run("adaptive", func(t *testing.T) { Adaptive(t, open) })
 }

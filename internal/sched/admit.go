@@ -52,6 +52,7 @@ func (s *Sched) Admit(g *Group, m *Member) (Refusal, bool) {
 		// will take the next query.)
 		s.slots++
 		g.first, g.kind = s.start(g, true), ownSlot
+		g.sampleFirst = s.sampling()
 	}
 	s.wake()
 	return Refusal{}, true
@@ -118,11 +119,15 @@ func (s *Sched) count(r *request, queued, running int) {
 // running counts or to its groups. Only a request with queued queries has a
 // key, from the arrival of its oldest queued group: a long-lived request (a
 // job's) that always has some work does not keep the arrival of its first
-// Fanout forever. Callers hold mu.
+// Fanout forever. The remaining queries count at the limit in force, not
+// Workers: the aging stays about a query time per remaining query when the
+// limit is down (adaptive, or a connection shortage), where Workers would
+// let a large request be overtaken for Workers/limit times longer. Callers
+// hold mu.
 func (s *Sched) rekey(r *request) {
 	eligible := r.queued > 0 && (s.cfg.PerRequest == 0 || r.running < s.cfg.PerRequest)
 	if head := r.queuedGroups.head; head != nil {
-		r.key = head.arrival + uint64(r.queued+r.running)*uint64(s.cfg.Workers)
+		r.key = head.arrival + uint64(r.queued+r.running)*uint64(s.limit())
 	}
 	f := r.flow
 	f.ready.place(r, eligible)

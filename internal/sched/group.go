@@ -55,9 +55,10 @@ type Group struct {
 	admitted stamp
 
 	// Set by Admit for Await: the query the caller runs at once (-1 if
-	// none), and in which slot.
-	first int
-	kind  slotKind
+	// none), in which slot, and whether it feeds the adaptive limit.
+	first       int
+	kind        slotKind
+	sampleFirst bool
 
 	// Guarded by Sched.mu.
 	arrival     uint64 // its flow's completed count when the group was admitted

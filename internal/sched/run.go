@@ -3,7 +3,6 @@ package sched
 import (
 	"context"
 	"errors"
-	"time"
 )
 
 // Await runs the query Admit gave g's caller, and the next ones of g while
@@ -17,7 +16,7 @@ import (
 func (s *Sched) Await(g *Group) error {
 	defer g.cancel(nil)
 	if g.first >= 0 {
-		s.run(g.kind, g, g.first, g.parent)
+		s.run(g.kind, g, g.first, g.parent, g.sampleFirst)
 	}
 	s.mu.Lock()
 	if g.pending > 0 {
@@ -86,9 +85,10 @@ func (s *Sched) help() {
 		s.mu.Unlock()
 		return
 	}
+	sampled := s.sampling()
 	s.wake()
 	s.mu.Unlock()
-	s.run(helperSlot, g, i, nil)
+	s.run(helperSlot, g, i, nil, sampled)
 }
 
 // run is the one slot-holding loop, of helpers and callers alike: it runs
@@ -97,19 +97,21 @@ func (s *Sched) help() {
 // slot a lentSlot borrows. A query that calls runtime.Goexit ends the
 // goroutine, not the loop's bookkeeping: its slot is given back, and if the
 // goroutine was g's caller (which will never wait for g now), g's queued
-// queries are dropped.
-func (s *Sched) run(kind slotKind, g *Group, i int, parent *Group) {
+// queries are dropped. sampled says whether query i's run feeds the
+// adaptive limit (sampling).
+func (s *Sched) run(kind slotKind, g *Group, i int, parent *Group, sampled bool) {
 	caller := g // the caller's own group, unless a helper
 	done := false
-	var started time.Time // of query i, for observed groups
+	var started stamp // of query i, when timed; 0 until read
 	defer func() {
 		if !done {
 			s.abandon(kind, g, i, caller, parent, started)
 		}
 	}()
 	for {
-		if g.observed && started.IsZero() {
-			started = Now()
+		timed := g.observed || sampled
+		if timed && started == 0 {
+			started = now()
 		}
 		err, panicked := g.call(i)
 		// Whether it failed or was cancelled is decided once, here, so that
@@ -117,9 +119,13 @@ func (s *Sched) run(kind slotKind, g *Group, i int, parent *Group) {
 		outcome := decide(err, panicked, g.Err() != nil)
 		// One clock read serves as this query's end and the next one's
 		// start: the time between is the loop's own bookkeeping.
-		started = g.ended(i, started, err, outcome)
+		end := g.ended(i, started, err, outcome, timed)
 		s.mu.Lock()
+		if sampled && kind != lentSlot && outcome == OutcomeOK {
+			s.learn(started, end)
+		}
 		s.finish(g, i, err, kind != lentSlot, outcome)
+		started = end
 		prev := g
 		if g, i = s.nextIn(kind, g, parent); i < 0 {
 			s.giveBack(kind, parent)
@@ -127,10 +133,11 @@ func (s *Sched) run(kind slotKind, g *Group, i int, parent *Group) {
 			s.mu.Unlock()
 			return
 		}
+		sampled = s.sampling()
 		if g != prev {
 			// Another Fanout's query, perhaps admitted after the clock read
 			// above: it starts now.
-			started = time.Time{}
+			started = 0
 		}
 		s.mu.Unlock()
 	}
@@ -160,15 +167,18 @@ func decide(err error, panicked, cancelled bool) Outcome {
 	return OutcomeError
 }
 
-// ended tells g's Work how query i, started at started, ended, and returns
-// the time it ended (zero unless g is observed). Called outside the lock.
-func (g *Group) ended(i int, started time.Time, err error, o Outcome) time.Time {
-	if !g.observed {
-		return time.Time{}
+// ended tells g's Work how query i, started at started, ended, if g is
+// observed, and returns the time it ended (zero unless timed). Called
+// outside the lock.
+func (g *Group) ended(i int, started stamp, err error, o Outcome, timed bool) stamp {
+	if !timed {
+		return 0
 	}
-	e := Event{Admitted: g.admitted.time(), Started: started, Finished: Now(), Outcome: o, Err: err}
-	g.work.Ended(i, e)
-	return e.Finished
+	end := now()
+	if g.observed {
+		g.work.Ended(i, Event{Admitted: g.admitted.time(), Started: started.time(), Finished: end.time(), Outcome: o, Err: err})
+	}
+	return end
 }
 
 // errGoexit stands in for the result of a query that called runtime.Goexit
@@ -180,8 +190,8 @@ var errGoexit = errors.New("reqpool: query called runtime.Goexit")
 // runtime.Goexit: the query fails, the slot is given back, and if the
 // goroutine was the caller of caller (which will never wait for it now),
 // its queued queries are dropped.
-func (s *Sched) abandon(kind slotKind, g *Group, i int, caller, parent *Group, started time.Time) {
-	g.ended(i, started, errGoexit, OutcomePanic)
+func (s *Sched) abandon(kind slotKind, g *Group, i int, caller, parent *Group, started stamp) {
+	g.ended(i, started, errGoexit, OutcomePanic, g.observed)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.finish(g, i, errGoexit, kind != lentSlot, OutcomePanic)

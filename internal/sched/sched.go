@@ -29,6 +29,11 @@ type Config struct {
 	// deferred recover.
 	Panicked func(v any) error
 
+	// AdaptiveFloor, when above 0, makes the limit adaptive: it moves
+	// between AdaptiveFloor and Workers from the run times of the queries
+	// (see adaptive). 0 keeps the limit at Workers.
+	AdaptiveFloor int
+
 	// Failed returns the error with which query i's failure err ends its
 	// group: what Await returns, and the cause of the group's context.
 	// cause is the cause of that context if it had ended when the query
@@ -73,6 +78,7 @@ type Sched struct {
 	classes []*Class // cfg.Classes' order; the slice is read-only
 
 	mu         sync.Mutex
+	adapt      *adaptive             // the adaptive limit; nil unless Config.AdaptiveFloor > 0
 	connLimit  int                   // during a connection shortage, the most queries its connections run at once (the smallest of connLimits); 0 otherwise
 	connLimits map[any]int           // the limits of the databases short of connections (SetConnLimit), by database
 	slots      int                   // slots held (see the invariants)
@@ -89,6 +95,9 @@ type Sched struct {
 // New returns a scheduler for cfg.
 func New(cfg Config) *Sched {
 	s := &Sched{cfg: cfg, requests: make(map[*request]struct{}), connLimits: make(map[any]int)}
+	if cfg.AdaptiveFloor > 0 {
+		s.adapt = newAdaptive(cfg.AdaptiveFloor, cfg.Workers)
+	}
 	for _, c := range cfg.Classes {
 		k := &Class{name: c.Name, share: c.Share, queueSize: c.QueueSize, maxFanout: c.MaxFanout,
 			named: make(map[string]*flow)}
@@ -99,14 +108,41 @@ func New(cfg Config) *Sched {
 }
 
 // limit is the most queries that may hold slots of their own at once:
-// Workers, or fewer while the database is short of connections
-// (SetConnLimit). It is the one place the scheduler reads its limit.
-// Callers hold mu.
+// Workers, or the adaptive limit, or fewer while the database is short of
+// connections (SetConnLimit). It is the one place the scheduler reads its
+// limit. Callers hold mu.
 func (s *Sched) limit() int {
-	if s.connLimit > 0 && s.connLimit < s.cfg.Workers {
+	l := s.cfg.Workers
+	if s.adapt != nil {
+		l = s.adapt.current()
+	}
+	if s.connLimit > 0 && s.connLimit < l {
 		return s.connLimit
 	}
-	return s.cfg.Workers
+	return l
+}
+
+// sampling reports whether the query just started in a slot of its own
+// feeds the adaptive limit: every query while the pool runs at its limit,
+// where the limit decides, and one in sampleEvery otherwise, so that an
+// adaptive pool below its limit pays two clock reads for one query in
+// sampleEvery, not for each. Callers hold mu.
+func (s *Sched) sampling() bool {
+	return s.adapt != nil && (s.executing >= s.limit() || s.turn%sampleEvery == 0)
+}
+
+// sampleEvery is how often a query of an adaptive pool below its limit is
+// timed.
+const sampleEvery = 8
+
+// learn feeds the adaptive limit the run of a query that ended well
+// in a slot of its own; the query still counts in executing. A limit that
+// rose takes on ready work at once; one that dropped is met as slots are
+// given back (nextIn). Callers hold mu.
+func (s *Sched) learn(started, ended stamp) {
+	if s.adapt.sample(started, ended, s.executing) {
+		s.wake()
+	}
 }
 
 // SetConnLimit sets the limit of a connection shortage of the database
@@ -132,6 +168,7 @@ func (s *Sched) SetConnLimit(from any, n int) {
 // Stats is a snapshot of a Sched: reqpool.Stats' figures, by class.
 type Stats struct {
 	Running, Queued, Requests, Limit int
+	ConnLimited                      bool         // Limit is a connection shortage's
 	Classes                          []ClassStats // in Config.Classes' order
 }
 
@@ -152,6 +189,7 @@ func (s *Sched) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.Running, st.Queued, st.Requests, st.Limit = s.executing, s.queued, len(s.requests), s.limit()
+	st.ConnLimited = s.connLimit > 0 && s.connLimit == st.Limit
 	for i, c := range s.classes {
 		st.Classes[i] = ClassStats{Running: c.running, Queued: c.queued, Flows: len(c.named), Counts: c.counts}
 		st.Classes[i].Rejected += c.tooMany.Load()
