@@ -121,14 +121,8 @@ func pqConfig(dsn string) (pq.Config, error) {
 	return cfg, nil
 }
 
-// AdaptiveIdleTime is how long a connection of an adaptive pool's database
-// handle (SizeDB) stays open unused: once the limit has come down, the
-// connections above it close after this long.
-const AdaptiveIdleTime = 5 * time.Second
-
 // SizeDB sets db's open and idle connection limits for p's Fanouts:
-// Workers + Config.SpareConns each; with Config.Adaptive, it also closes
-// connections idle for AdaptiveIdleTime. For a db opened by OpenPostgres or
+// Workers + Config.SpareConns each. For a db opened by OpenPostgres or
 // reqpgx.Open, it also makes a shortage of connections cap p's running
 // queries (Stats.Limit) instead of failing them. OpenPostgres and reqpgx.Open call it. With a
 // nil db or p it does nothing (OpenPostgres and reqpgx.Open refuse a nil
@@ -140,12 +134,6 @@ func SizeDB(db *sql.DB, p *Pool) {
 	n := p.cfg.Workers + p.cfg.SpareConns
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)
-	if p.cfg.Adaptive {
-		// database/sql hands out its most recently used connection first,
-		// so those above what the adaptive limit uses stay idle and close:
-		// PostgreSQL keeps the connections of the limit, not the ceiling's.
-		db.SetConnMaxIdleTime(AdaptiveIdleTime)
-	}
 	if g := pgwire.Of(db); g != nil {
 		g.OnLimit(p.cfg.Workers, func(n int) { p.sched.SetConnLimit(g, n) })
 	}

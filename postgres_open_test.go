@@ -49,7 +49,8 @@ func BenchmarkAdaptivePhases(b *testing.B) {
 	}{
 		{"adaptive64", reqpool.Config{Workers: 64, Adaptive: true, MaxFanout: 16}},
 		{"fixed2", reqpool.Config{Workers: 2, MaxFanout: 16}}, {"fixed4", reqpool.Config{Workers: 4, MaxFanout: 16}},
-		{"fixed8", reqpool.Config{Workers: 8, MaxFanout: 16}}, {"fixed64", reqpool.Config{Workers: 64, MaxFanout: 16}},
+		{"fixed6", reqpool.Config{Workers: 6, MaxFanout: 16}}, {"fixed8", reqpool.Config{Workers: 8, MaxFanout: 16}},
+		{"fixed64", reqpool.Config{Workers: 64, MaxFanout: 16}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			for range b.N {

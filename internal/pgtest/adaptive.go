@@ -33,6 +33,7 @@ type PhaseResult struct {
 	Name     string
 	QPS      float64       // queries completed per second
 	SmallP99 time.Duration // p99 of the requests of 2 queries
+	LateP99  time.Duration // the same, of those that started in the phase's second half
 	LargeP99 time.Duration // p99 of the requests of 16
 	Limit    int           // the median of Stats.Limit over the phase's second half
 	Settle   time.Duration // from the phase's start until Limit stays within [0.4×, 2×] its median, probes' halving included
@@ -40,8 +41,8 @@ type PhaseResult struct {
 }
 
 func (r PhaseResult) String() string {
-	return fmt.Sprintf("%s: %.0f queries/s, small p99 %v, large p99 %v, limit %d (settled in %v), %d failed",
-		r.Name, r.QPS, r.SmallP99.Round(time.Millisecond), r.LargeP99.Round(time.Millisecond), r.Limit, r.Settle.Round(10*time.Millisecond), r.Failed)
+	return fmt.Sprintf("%s: %.0f queries/s, small p99 %v (second half %v), large p99 %v, limit %d (settled in %v), %d failed",
+		r.Name, r.QPS, r.SmallP99.Round(time.Millisecond), r.LateP99.Round(time.Millisecond), r.LargeP99.Round(time.Millisecond), r.Limit, r.Settle.Round(10*time.Millisecond), r.Failed)
 }
 
 // RunPhases serves the adaptive workload through a real server on a pool
@@ -94,12 +95,16 @@ func RunPhases(t testing.TB, open Opener, dsn string, cfg reqpool.Config, phases
 type phaseRecorder struct {
 	mu      sync.Mutex // protects the fields below
 	starts  []time.Time
-	small   [][]time.Duration
+	small   [][]reqTime
 	large   [][]time.Duration
 	queries []int
 	failed  []int
 	limits  [][]limitSample
 }
+
+// reqTime is one request: when it started, since its phase's start, and
+// how long it took.
+type reqTime struct{ at, d time.Duration }
 
 type limitSample struct {
 	at    time.Duration // since the phase's start
@@ -107,7 +112,7 @@ type limitSample struct {
 }
 
 func newPhaseRecorder(n int) *phaseRecorder {
-	return &phaseRecorder{starts: make([]time.Time, n+1), small: make([][]time.Duration, n), large: make([][]time.Duration, n),
+	return &phaseRecorder{starts: make([]time.Time, n+1), small: make([][]reqTime, n), large: make([][]time.Duration, n),
 		queries: make([]int, n), failed: make([]int, n), limits: make([][]limitSample, n)}
 }
 
@@ -133,7 +138,7 @@ func (r *phaseRecorder) client(ctx context.Context, c *http.Client, url string, 
 		case err != nil || status != http.StatusOK:
 			r.failed[i]++
 		case n == 2:
-			r.small[i] = append(r.small[i], d)
+			r.small[i] = append(r.small[i], reqTime{start.Sub(r.starts[i]), d})
 		default:
 			r.large[i] = append(r.large[i], d)
 		}
@@ -167,20 +172,27 @@ func (r *phaseRecorder) result(i int, name string) PhaseResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d := r.starts[i+1].Sub(r.starts[i])
-	res := PhaseResult{Name: name, QPS: float64(r.queries[i]) / d.Seconds(), Failed: r.failed[i],
-		SmallP99: p99(r.small[i]), LargeP99: p99(r.large[i])}
-	ls := r.limits[i]
-	var late []int
-	for _, s := range ls {
-		if s.at >= d/2 {
-			late = append(late, s.limit)
+	var small, late []time.Duration
+	for _, q := range r.small[i] {
+		small = append(small, q.d)
+		if q.at >= d/2 {
+			late = append(late, q.d)
 		}
 	}
-	if len(late) == 0 {
+	res := PhaseResult{Name: name, QPS: float64(r.queries[i]) / d.Seconds(), Failed: r.failed[i],
+		SmallP99: p99(small), LateP99: p99(late), LargeP99: p99(r.large[i])}
+	ls := r.limits[i]
+	var lateLimits []int
+	for _, s := range ls {
+		if s.at >= d/2 {
+			lateLimits = append(lateLimits, s.limit)
+		}
+	}
+	if len(lateLimits) == 0 {
 		return res
 	}
-	slices.Sort(late)
-	res.Limit = late[len(late)/2]
+	slices.Sort(lateLimits)
+	res.Limit = lateLimits[len(lateLimits)/2]
 	lo, hi := res.Limit*2/5, res.Limit*2
 	for _, s := range ls {
 		if s.limit < lo || s.limit > hi {

@@ -29,8 +29,10 @@ import (
 //     database, where run time grows in proportion. It is Vegas's
 //     estimate, on means rather than minimums: a minimum of noisy run
 //     times sits below their mean and would show a queue in any noise.
-//   - Above beta(limit), the limit shrinks to limit × base/mean plus
-//     alpha: in one step to what the database served without queueing.
+//   - Above beta(limit), or when the run time grew in proportion to the
+//     queries at once (linear), the limit shrinks to limit × base/mean
+//     plus alpha: in one step to what the database served without
+//     queueing.
 //     Below alpha(limit), and only if the window ran at the limit (so that
 //     more demand was there to use more), it grows by half: from 2 to a
 //     ceiling of 64 in nine windows. In between it holds.
@@ -41,8 +43,8 @@ import (
 //
 // Measured on this project's 2-core machine with real PostgreSQL
 // (BenchmarkAdaptivePhases, Workers 64): about 6 for CPU-bound queries,
-// where a fixed 8 was the best of 2, 4, 8 and 64, and 64 for queries that
-// wait, each settled about 1 s after the workload changed.
+// where a fixed 8 had the best p99 of 2, 4, 6, 8 and 64, and 64 for
+// queries that wait, each settled 1 to 1.5 s after the workload changed.
 type adaptive struct {
 	floor, ceiling int
 	limit          int // in [floor, ceiling]
@@ -64,6 +66,20 @@ type adaptive struct {
 // probeEvery is how many windows pass between probes while the limit
 // holds or grows.
 const probeEvery = 8
+
+// linear is the ratio base/mean below which the run time grew in
+// proportion to the queries at once, from the probe's to the limit's:
+// both past the knee, so the limit's extra queries only waited. The
+// estimate limit × base/mean is then no more than a bound on the knee, and
+// the limit comes down to it (plus alpha) whatever beta says; a probe
+// below the knee shows a ratio above, and only then does the band between
+// alpha and beta hold the limit.
+const linear = 0.6
+
+// deepFrom is the least limit whose probe after a large shrink runs at a
+// quarter of it: below, a quarter would stop a database near its knee for
+// a window, for a step the half probe takes in two.
+const deepFrom = 16
 
 func newAdaptive(floor, ceiling int) *adaptive {
 	return &adaptive{floor: floor, ceiling: ceiling, limit: ceiling}
@@ -118,8 +134,8 @@ func (a *adaptive) sample(started, ended stamp, running int) bool {
 // the window's own mean: no queue, so it grows if there was demand). The
 // next window is a probe every probeEvery windows; right after a shrink,
 // which may have left the limit still past the knee (at a quarter of the
-// limit after a large shrink, so that each probe quarters what is left to
-// find); and after a hold with a queue showing whose mean moved by half,
+// limit after a large shrink to deepFrom or more, so that each probe
+// quarters what is left to find); and after a hold with a queue showing whose mean moved by half,
 // which a stale base can make up.
 func (a *adaptive) decide() {
 	mean := a.sum / time.Duration(a.n)
@@ -142,15 +158,15 @@ func (a *adaptive) decide() {
 	soon, deep := false, false
 	l, ratio := float64(a.limit), min(1, float64(a.base)/float64(mean))
 	switch queue := l * (1 - ratio); {
-	case queue > beta(l):
+	case queue > beta(l) || ratio < linear:
 		before := a.limit
-		a.set(int(l*ratio + alpha(l) + 0.5))
+		a.set(min(a.limit, int(l*ratio+alpha(l)+0.5)))
 		if a.limit < before {
 			// Past the knee still, maybe: probe at once; and deep when
 			// the limit came down by more than a third, so that a limit
 			// far above the knee comes down in a few steps.
 			a.unprobed = probeEvery
-			deep = a.limit*3 < before*2
+			deep = a.limit*3 < before*2 && a.limit >= deepFrom
 		}
 	case queue < alpha(l) && saturated:
 		a.set(a.limit + max(1, a.limit/2))
