@@ -196,8 +196,8 @@ var errReleased = fmt.Errorf("%w: %w", ErrHandleReleased, context.Canceled)
 var errShutdown = fmt.Errorf("%w: %w", ErrClosed, context.Canceled)
 
 // queueFullError is the ErrQueueFull of one refused Fanout, with what the
-// scheduler saw. The scheduler reports it under its lock; Error formats it
-// when the caller asks, outside.
+// scheduler saw (its Refusal). It is made outside the scheduler's lock, and
+// Error formats it only when the caller asks.
 type queueFullError struct{ sched.Refusal }
 
 func (e *queueFullError) Error() string {

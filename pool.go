@@ -33,11 +33,15 @@ type Config struct {
 	// from the run times of its queries, to the fewest that keep the
 	// database busy. Past that point more queries at once only wait
 	// inside the database, each taking longer, where the pool could order
-	// them (fewest remaining first, classes, flows). About every eighth
-	// window of a few run times it runs one at half the limit, to learn
-	// the run time with fewer queries at once. New rejects it with a
-	// Workers of AdaptiveFloor or less. Off by default: the limit is
-	// Workers.
+	// them (fewest remaining first, classes, flows). About every ninth
+	// window of about a run time it runs one at half the limit, to learn
+	// the run time with fewer queries at once. It times every query while
+	// the pool runs at its limit and one in eight below it (about 1.05-1.1×
+	// a fixed pool's Fanout of 8 no-op queries, BenchmarkFanout8). New
+	// rejects it with a Workers of AdaptiveFloor or less. Off by default:
+	// the limit is Workers. Experimental: on this project's machine it
+	// settles within 1.5 s of a change of workload, but does not yet match
+	// the best fixed Workers' p99 (see BenchmarkAdaptivePhases).
 	Adaptive bool
 
 	// QueueSize is the most queries that wait at once, process-wide; with
@@ -226,7 +230,9 @@ func (c Config) withDefaults() (Config, error) {
 //
 //	key = arrival + remaining × Workers
 //
-// remaining counts the request's queries queued or executing, and arrival is
+// remaining counts the request's queries queued or executing (with
+// Config.Adaptive, they count at the adaptive limit instead of Workers, so
+// that the aging below keeps its pace while the limit is down), and arrival is
 // the flow's count of completed queries when the request's oldest queued
 // Fanout was admitted (for a pool without classes and flows, the pool's
 // count, Stats.Completed). That count is the scheduler's clock: it runs at the pace

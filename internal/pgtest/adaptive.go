@@ -40,6 +40,7 @@ type PhaseResult struct {
 	Failed   int           // requests not answered 200
 }
 
+// String gives r in one line, for a test's log.
 func (r PhaseResult) String() string {
 	return fmt.Sprintf("%s: %.0f queries/s, small p99 %v (second half %v), large p99 %v, limit %d (settled in %v), %d failed",
 		r.Name, r.QPS, r.SmallP99.Round(time.Millisecond), r.LateP99.Round(time.Millisecond), r.LargeP99.Round(time.Millisecond), r.Limit, r.Settle.Round(10*time.Millisecond), r.Failed)
@@ -210,7 +211,7 @@ func p99(d []time.Duration) time.Duration {
 	return d[min(len(d)-1, len(d)*99/100)]
 }
 
-// Adaptive runs the workload through the phases wait, CPU, wait (2 s
+// Adaptive runs the workload through the phases wait, CPU, wait (3 s
 // each) on an adaptive pool of 64 workers at most. The limit must come
 // down in the CPU phase, where 64 queries at once only time-share the
 // machine's cores, and go back up in the wait phases, where more queries
@@ -218,7 +219,7 @@ func p99(d []time.Duration) time.Duration {
 // second half at most 16, of each wait phase's at least 32. The log line
 // gives each phase's throughput, p99s, limit and settling time.
 func Adaptive(t *testing.T, open Opener) {
-	phases := []Phase{{"wait", WaitSQL, 2 * time.Second}, {"cpu", CPUSQL, 2 * time.Second}, {"wait", WaitSQL, 2 * time.Second}}
+	phases := []Phase{{"wait", WaitSQL, 3 * time.Second}, {"cpu", CPUSQL, 3 * time.Second}, {"wait", WaitSQL, 3 * time.Second}}
 	res := RunPhases(t, open, Env(t, "DATABASE_URL"), reqpool.Config{Workers: 64, Adaptive: true, MaxFanout: 16}, phases)
 	for _, r := range res {
 		t.Log(r)

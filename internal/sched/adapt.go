@@ -35,7 +35,7 @@ import (
 //     queueing.
 //     Below alpha(limit), and only if the window ran at the limit (so that
 //     more demand was there to use more), it grows by half: from 2 to a
-//     ceiling of 64 in nine windows. In between it holds.
+//     ceiling of 64 in ten windows. In between it holds.
 //
 // Queries that failed or were cancelled are not fed: their run time says
 // nothing of the database's pace (a cancelled query ends early). Nor are
@@ -132,7 +132,7 @@ func (a *adaptive) sample(started, ended stamp, running int) bool {
 // decide ends a window: a probe's, or one at the floor, sets base; any
 // but a probe's moves the limit by the rule above (at the floor, base is
 // the window's own mean: no queue, so it grows if there was demand). The
-// next window is a probe every probeEvery windows; right after a shrink,
+// next window is a probe after probeEvery windows; right after a shrink,
 // which may have left the limit still past the knee (at a quarter of the
 // limit after a large shrink to deepFrom or more, so that each probe
 // quarters what is left to find); and after a hold with a queue showing whose mean moved by half,

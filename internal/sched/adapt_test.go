@@ -164,3 +164,24 @@ func TestAdaptiveBounds(t *testing.T) {
 		t.Errorf("the limit moved to %d with one query at a time and flat run times, want 4 kept", b.limit)
 	}
 }
+
+// TestAdaptiveAdmitsAtTheCeiling: the adaptive limit decides what runs,
+// not what is admitted. With the limit down at 6 of 64 and a queue of 16,
+// an idle pool admits a Fanout of 40, which counted against the limit
+// (6 + 16) would be refused for as long as the limit stayed down; and
+// requests keyed during a probe are keyed on the limit's scale, not the
+// probe's.
+func TestAdaptiveAdmitsAtTheCeiling(t *testing.T) {
+	s := testSched(t, Config{Workers: 64, AdaptiveFloor: 2, Classes: []ClassConfig{{QueueSize: 16}}})
+	s.adapt.limit = 6
+	if ref, ok := s.fit(s.newGroup(t, s.reg(""), 40), false); !ok {
+		t.Errorf("a Fanout of 40 on an idle adaptive pool at limit 6 of 64: refused, %+v", ref)
+	}
+	a, b := s.reg("a"), s.reg("b")
+	s.admitN(t, a, 4)
+	s.adapt.probing = true // the limit in force is 3 now
+	s.admitN(t, b, 4)
+	if a.key != 4*6 || b.key != 4*6 {
+		t.Errorf("keys %d and %d of two requests of 4 at arrival 0, want both 4×6", a.key, b.key)
+	}
+}

@@ -71,7 +71,7 @@ func (s *Sched) fit(g *Group, lent bool) (Refusal, bool) {
 	case r.released:
 		return Refusal{Reason: RefusedReleased, Class: c.name}, false
 	}
-	free := s.limit() - s.slots
+	free := s.admission() - s.slots
 	if limit := s.cfg.PerRequest; limit > 0 {
 		free = min(free, limit-r.running)
 	}
@@ -119,15 +119,15 @@ func (s *Sched) count(r *request, queued, running int) {
 // running counts or to its groups. Only a request with queued queries has a
 // key, from the arrival of its oldest queued group: a long-lived request (a
 // job's) that always has some work does not keep the arrival of its first
-// Fanout forever. The remaining queries count at the limit in force, not
-// Workers: the aging stays about a query time per remaining query when the
-// limit is down (adaptive, or a connection shortage), where Workers would
-// let a large request be overtaken for Workers/limit times longer. Callers
+// Fanout forever. The remaining queries count at keyScale: with the
+// adaptive limit, at that limit, so that the aging stays about a query
+// time per remaining query when the limit is down, where Workers would let
+// a large request be overtaken for Workers/limit times longer. Callers
 // hold mu.
 func (s *Sched) rekey(r *request) {
 	eligible := r.queued > 0 && (s.cfg.PerRequest == 0 || r.running < s.cfg.PerRequest)
 	if head := r.queuedGroups.head; head != nil {
-		r.key = head.arrival + uint64(r.queued+r.running)*uint64(s.limit())
+		r.key = head.arrival + uint64(r.queued+r.running)*uint64(s.keyScale())
 	}
 	f := r.flow
 	f.ready.place(r, eligible)

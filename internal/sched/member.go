@@ -39,7 +39,7 @@ type request struct {
 	liveGroups   groupList     // groups whose caller has not had its outcome, for cancelling them all
 	queued       int           // queries admitted and not started
 	running      int           // queries executing in slots of their own
-	key          uint64        // oldest queued group's arrival + (queued+running)×workers; see reqpool.Pool
+	key          uint64        // oldest queued group's arrival + (queued+running)×keyScale; see reqpool.Pool
 	index        int           // position in flow.ready, or -1
 	seq          uint64        // registration order, the tie-break
 	released     bool          // the member was released: no more Fanouts

@@ -133,7 +133,7 @@ func (s *Sched) run(kind slotKind, g *Group, i int, parent *Group, sampled bool)
 			s.mu.Unlock()
 			return
 		}
-		sampled = s.sampling()
+		sampled = kind != lentSlot && s.sampling()
 		if g != prev {
 			// Another Fanout's query, perhaps admitted after the clock read
 			// above: it starts now.

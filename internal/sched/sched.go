@@ -54,8 +54,9 @@ type ClassConfig struct {
 // (Group).
 //
 // Invariants, all under mu:
-//   - slots <= limit() (workers, or fewer during a connection shortage;
-//     when the limit drops, until enough slots are given back): every query
+//   - slots <= limit() (workers, the adaptive limit, or fewer during a
+//     connection shortage; when the limit drops, until enough slots are
+//     given back): every query
 //     that executes in a slot of its own, every caller holding a slot
 //     between its queries and every helper starting up holds one, counted in
 //     slots. A nested Fanout's caller runs its queries
@@ -96,7 +97,7 @@ type Sched struct {
 func New(cfg Config) *Sched {
 	s := &Sched{cfg: cfg, requests: make(map[*request]struct{}), connLimits: make(map[any]int)}
 	if cfg.AdaptiveFloor > 0 {
-		s.adapt = newAdaptive(cfg.AdaptiveFloor, cfg.Workers)
+		s.adapt = newAdaptive(min(cfg.AdaptiveFloor, cfg.Workers), cfg.Workers)
 	}
 	for _, c := range cfg.Classes {
 		k := &Class{name: c.Name, share: c.Share, queueSize: c.QueueSize, maxFanout: c.MaxFanout,
@@ -123,12 +124,36 @@ func (s *Sched) limit() int {
 }
 
 // sampling reports whether the query just started in a slot of its own
-// feeds the adaptive limit: every query while the pool runs at its limit,
-// where the limit decides, and one in sampleEvery otherwise, so that an
-// adaptive pool below its limit pays two clock reads for one query in
-// sampleEvery, not for each. Callers hold mu.
+// feeds the adaptive limit: every query while the pool runs more than half
+// its limit, where the limit is near to deciding, and one in sampleEvery
+// otherwise, so that a lightly loaded adaptive pool pays two clock reads
+// for one query in sampleEvery, not for each. Callers hold mu.
 func (s *Sched) sampling() bool {
-	return s.adapt != nil && (s.executing >= s.limit() || s.turn%sampleEvery == 0)
+	return s.adapt != nil && (2*s.executing > s.limit() || s.turn%sampleEvery == 0)
+}
+
+// admission is the limit that Admit counts free slots against: limit()
+// without the adaptive limit. The adaptive limit decides what runs, not
+// what is admitted: counted against it, a Fanout larger than it and the
+// queue would be refused for as long as the limit stayed down, and on an
+// idle pool, which feeds the limit nothing, that is for ever. An adaptive
+// pool's queue may so hold up to Workers less its limit beyond QueueSize.
+// Callers hold mu.
+func (s *Sched) admission() int {
+	if s.connLimit > 0 && s.connLimit < s.cfg.Workers {
+		return s.connLimit
+	}
+	return s.cfg.Workers
+}
+
+// keyScale is what a request's remaining queries count for in its key
+// (rekey): the adaptive limit, not the limit in force, whose probes would
+// key requests on two scales; Workers without it.
+func (s *Sched) keyScale() int {
+	if s.adapt != nil {
+		return s.adapt.limit
+	}
+	return s.cfg.Workers
 }
 
 // sampleEvery is how often a query of an adaptive pool below its limit is
@@ -189,7 +214,7 @@ func (s *Sched) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.Running, st.Queued, st.Requests, st.Limit = s.executing, s.queued, len(s.requests), s.limit()
-	st.ConnLimited = s.connLimit > 0 && s.connLimit == st.Limit
+	st.ConnLimited = s.connLimit > 0 && s.connLimit == st.Limit && st.Limit < s.cfg.Workers
 	for i, c := range s.classes {
 		st.Classes[i] = ClassStats{Running: c.running, Queued: c.queued, Flows: len(c.named), Counts: c.counts}
 		st.Classes[i].Rejected += c.tooMany.Load()
@@ -247,15 +272,14 @@ func (s *Sched) signalIdle() {
 // Read-only after package initialisation.
 var epoch = time.Now()
 
-// Now returns the current time from one monotonic clock read: epoch plus
-// the time since. Its wall reading follows from epoch's, so a step of the
-// system's wall clock after start does not show in the records.
-func Now() time.Time { return now().time() }
-
 // A stamp is a time as the monotonic time since epoch: a third of a
 // time.Time's size, which keeps a Group within its allocation size class.
 type stamp time.Duration
 
+// now returns the current time from one monotonic clock read.
 func now() stamp { return stamp(time.Since(epoch)) }
 
+// time returns s as a time.Time: epoch plus the time since. Its wall
+// reading follows from epoch's, so a step of the system's wall clock after
+// start does not show in the records.
 func (s stamp) time() time.Time { return epoch.Add(time.Duration(s)) }
