@@ -76,8 +76,8 @@ func FromContext(ctx context.Context) (*Handle, bool) {
 // newHandle returns a context derived from parent that carries a fresh
 // handle onto p with the given id.
 func (p *Pool) newHandle(parent context.Context, id string) (context.Context, *Handle) {
-	c := &handleContext{Context: parent, h: Handle{pool: p, hdr: [1]string{id}}}
-	c.h.member = sched.Member{ID: id, Parent: parent, Class: p.sched.Class("")}
+	c := &handleContext{Context: parent, h: Handle{pool: p, hdr: [1]string{id},
+		member: sched.Member{ID: id, Parent: parent, Class: p.sched.Class("")}}}
 	return c, &c.h
 }
 
