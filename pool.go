@@ -40,8 +40,8 @@ type Config struct {
 	// a fixed pool's Fanout of 8 no-op queries, BenchmarkFanout8). New
 	// rejects it with a Workers of AdaptiveFloor or less. Off by default:
 	// the limit is Workers. Experimental: on this project's machine it
-	// settles within 1.5 s of a change of workload, but does not yet match
-	// the best fixed Workers' p99 (see BenchmarkAdaptivePhases).
+	// settles within 1.5 s of a change of workload, but does not yet serve
+	// as well as the best fixed Workers (see BenchmarkAdaptivePhases).
 	Adaptive bool
 
 	// QueueSize is the most queries that wait at once, process-wide; with
