@@ -33,15 +33,16 @@ type Config struct {
 	// from the run times of its queries, to the fewest that keep the
 	// database busy. Past that point more queries at once only wait
 	// inside the database, each taking longer, where the pool could order
-	// them (fewest remaining first, classes, flows). About every ninth
+	// them (fewest remaining first, classes, flows). Every 9th to 33rd
 	// window of about a run time it runs one at half the limit, to learn
 	// the run time with fewer queries at once. It times every query while
 	// the pool runs at its limit and one in eight below it (about 1.05-1.1×
 	// a fixed pool's Fanout of 8 no-op queries, BenchmarkFanout8). New
 	// rejects it with a Workers of AdaptiveFloor or less. Off by default:
 	// the limit is Workers. Experimental: on this project's machine it
-	// settles within 1.5 s of a change of workload, but does not yet serve
-	// as well as the best fixed Workers (see BenchmarkAdaptivePhases).
+	// settles within 1 s of a change of workload, near the best fixed
+	// Workers' throughput and small-request p99, but large requests wait
+	// longer while it moves (see BenchmarkAdaptivePhases).
 	Adaptive bool
 
 	// QueueSize is the most queries that wait at once, process-wide; with

@@ -17,8 +17,9 @@ import (
 // window:
 //
 //   - base is the mean run time of the latest window run at a lower limit:
-//     a probe (one window at half the limit, not below the floor; see
-//     decide for when, and when at a quarter), or a window at the floor.
+//     a probe (one window at half the limit, not below the floor, every
+//     8 to 32 windows; see decide for when, and when at a quarter), or a
+//     window at the floor.
 //     It stands for the run time with fewer queries at once, measured
 //     lately: a baseline that is re-measured all the time cannot drift,
 //     or outlive a change of workload, for long.
@@ -42,9 +43,10 @@ import (
 // queries that started before the limit in force last changed (sample).
 //
 // Measured on this project's 2-core machine with real PostgreSQL
-// (BenchmarkAdaptivePhases, Workers 64): about 6 for CPU-bound queries,
-// where a fixed 8 had the best p99 of 2, 4, 6, 8 and 64, and 64 for
-// queries that wait, each settled 1 to 1.5 s after the workload changed.
+// (BenchmarkAdaptivePhases, Workers 64): 6 or 7 for CPU-bound queries,
+// where a fixed 8 had the best small-request p99 of 2, 4, 6, 8 and 64,
+// and 64 for queries that wait, each settled within about 1 s after the
+// workload changed.
 type adaptive struct {
 	floor, ceiling int
 	limit          int // in [floor, ceiling]
@@ -58,14 +60,21 @@ type adaptive struct {
 
 	windows  int           // windows decided
 	unprobed int           // windows decided since the last probe
+	interval int           // windows between probes now: probeEvery, doubled after each probe that the limit held through, up to maxInterval
+	moved    bool          // the limit moved since the last probe
 	last     time.Duration // the mean of the last window that was not a probe
 	base     time.Duration // see above; 0 until the first probe or window at the floor
 	changed  stamp         // when the limit in force last changed: queries started before ran under another
 }
 
-// probeEvery is how many windows pass between probes while the limit
-// holds or grows.
-const probeEvery = 8
+// probeEvery is how many windows pass between probes after the limit
+// moved; while it holds, the interval doubles up to maxInterval, since a
+// probe stops the database near its knee for a window, and a change of
+// workload shows in the means (decide) without one.
+const (
+	probeEvery  = 8
+	maxInterval = 4 * probeEvery
+)
 
 // linear is the ratio base/mean below which the run time grew in
 // proportion to the queries at once, from the probe's to the limit's:
@@ -82,7 +91,7 @@ const linear = 0.6
 const deepFrom = 16
 
 func newAdaptive(floor, ceiling int) *adaptive {
-	return &adaptive{floor: floor, ceiling: ceiling, limit: ceiling}
+	return &adaptive{floor: floor, ceiling: ceiling, limit: ceiling, interval: probeEvery}
 }
 
 // windowSize is how many samples a window takes at the current limit: one
@@ -132,11 +141,11 @@ func (a *adaptive) sample(started, ended stamp, running int) bool {
 // decide ends a window: a probe's, or one at the floor, sets base; any
 // but a probe's moves the limit by the rule above (at the floor, base is
 // the window's own mean: no queue, so it grows if there was demand). The
-// next window is a probe after probeEvery windows; right after a shrink,
+// next window is a probe after interval windows; right after a shrink,
 // which may have left the limit still past the knee (at a quarter of the
 // limit after a large shrink to deepFrom or more, so that each probe
-// quarters what is left to find); and after a hold with a queue showing whose mean moved by half,
-// which a stale base can make up.
+// quarters what is left to find); and after a hold with a queue showing
+// whose mean moved by half, which a stale base can make up.
 func (a *adaptive) decide() {
 	mean := a.sum / time.Duration(a.n)
 	probed, saturated := a.probing, a.saturated
@@ -147,6 +156,11 @@ func (a *adaptive) decide() {
 	}
 	if probed {
 		a.unprobed = 0
+		a.interval = probeEvery
+		if !a.moved {
+			a.interval = min(2*a.interval, maxInterval)
+		}
+		a.moved = false
 		return
 	}
 	a.unprobed++
@@ -165,7 +179,7 @@ func (a *adaptive) decide() {
 			// Past the knee still, maybe: probe at once; and deep when
 			// the limit came down by more than a third, so that a limit
 			// far above the knee comes down in a few steps.
-			a.unprobed = probeEvery
+			soon = true
 			deep = a.limit*3 < before*2 && a.limit >= deepFrom
 		}
 	case queue < alpha(l) && saturated:
@@ -173,7 +187,7 @@ func (a *adaptive) decide() {
 	case queue >= alpha(l):
 		soon = changed // held, with a queue showing
 	}
-	a.probing = (soon || a.unprobed >= probeEvery) && a.limit > a.floor
+	a.probing = (soon || a.unprobed >= a.interval) && a.limit > a.floor
 	a.deep = deep
 }
 
@@ -189,4 +203,8 @@ func alpha(l float64) float64 { return max(4, 3*math.Log10(l)) }
 func beta(l float64) float64  { return max(8, 6*math.Log10(l)) }
 
 // set puts the limit at n, within [floor, ceiling].
-func (a *adaptive) set(n int) { a.limit = min(a.ceiling, max(a.floor, n)) }
+func (a *adaptive) set(n int) {
+	n = min(a.ceiling, max(a.floor, n))
+	a.moved = a.moved || n != a.limit
+	a.limit = n
+}
