@@ -98,7 +98,8 @@ func (s *Sched) help() {
 // goroutine, not the loop's bookkeeping: its slot is given back, and if the
 // goroutine was g's caller (which will never wait for g now), g's queued
 // queries are dropped. sampled says whether query i's run feeds the
-// adaptive limit (sampling).
+// adaptive limit (sampling); never in a lent slot, which is not the pool's
+// own.
 func (s *Sched) run(kind slotKind, g *Group, i int, parent *Group, sampled bool) {
 	caller := g // the caller's own group, unless a helper
 	done := false
@@ -121,7 +122,7 @@ func (s *Sched) run(kind slotKind, g *Group, i int, parent *Group, sampled bool)
 		// start: the time between is the loop's own bookkeeping.
 		end := g.ended(i, started, err, outcome, timed)
 		s.mu.Lock()
-		if sampled && kind != lentSlot && outcome == OutcomeOK {
+		if sampled && outcome == OutcomeOK {
 			s.learn(started, end)
 		}
 		s.finish(g, i, err, kind != lentSlot, outcome)

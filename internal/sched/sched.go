@@ -109,16 +109,13 @@ func New(cfg Config) *Sched {
 }
 
 // limit is the most queries that may hold slots of their own at once:
-// Workers, or the adaptive limit, or fewer while the database is short of
-// connections (SetConnLimit). It is the one place the scheduler reads its
-// limit. Callers hold mu.
+// admission's (Workers, or fewer while the database is short of
+// connections), or the adaptive limit where that is lower. It is the one
+// place the scheduler reads its limit. Callers hold mu.
 func (s *Sched) limit() int {
-	l := s.cfg.Workers
+	l := s.admission()
 	if s.adapt != nil {
-		l = s.adapt.current()
-	}
-	if s.connLimit > 0 && s.connLimit < l {
-		return s.connLimit
+		l = min(l, s.adapt.current())
 	}
 	return l
 }
